@@ -1,0 +1,85 @@
+"""balloonlab: QEMU's virtio-balloon guest statistics as an interactive lab.
+
+    import balloonlab
+    lab = balloonlab.emulate(guest="linux")        # an emulated QEMU speaking real QMP
+    lab = balloonlab.connect("/path/to/qmp.sock")  # any QEMU (or `balloonlab emulate`)
+    lab = balloonlab.launch(memory="512M")         # boots a tiny Linux guest under qemu-system-x86_64
+    lab.polling_interval = 2
+    lab.stats()
+
+In IPython: ``%load_ext balloonlab``, then ``%balloon`` and ``%%qmp``.
+
+Imports are lazy so that ``balloonlab emulate`` on a server does not pull in IPython or ipywidgets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import (
+    BalloonDisconnected,
+    BalloonError,
+    EmulatorOptionError,
+    GuestImageError,
+    LaunchError,
+    NoBalloonDevice,
+    QMPError,
+    VirtualClockRequired,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Balloon": ("balloonlab.balloon", "Balloon"),
+    "emulate": ("balloonlab.balloon", "emulate"),
+    "connect": ("balloonlab.balloon", "connect"),
+    "launch": ("balloonlab.balloon", "launch"),
+    "GuestStats": ("balloonlab.stats", "GuestStats"),
+    "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'balloonlab' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext balloonlab``: register ``%balloon`` and ``%%qmp``."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext balloonlab``: remove the magics and stop their background work."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+__all__ = [
+    "Balloon",
+    "BalloonPanel",
+    "GuestStats",
+    "emulate",
+    "connect",
+    "launch",
+    "BalloonError",
+    "QMPError",
+    "BalloonDisconnected",
+    "NoBalloonDevice",
+    "VirtualClockRequired",
+    "LaunchError",
+    "GuestImageError",
+    "EmulatorOptionError",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]

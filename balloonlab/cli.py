@@ -1,0 +1,41 @@
+"""The ``balloonlab`` command: a thin dispatcher to the module that owns each subcommand.
+
+    balloonlab emulate ...      an emulated QEMU serving QMP (qemu-system spelling; balloonlab/emulator/options.py)
+    balloonlab guest build      build and cache the tiny guest image (balloonlab/live/guest_image.py)
+    balloonlab launch ...       boot a live QEMU with it and print the QMP socket (balloonlab/live/launcher.py)
+    balloonlab lab              open JupyterLab on the quickstart notebook
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+USAGE = """usage: balloonlab {emulate,guest,launch,lab} ...
+
+  emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
+  guest      'guest build': build and cache the tiny Linux guest image for live labs
+  launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
+  lab        open JupyterLab on the quickstart notebook (emulated backend)
+
+'balloonlab COMMAND --help' describes each command."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "emulate":
+        from .emulator.options import main as run
+    elif command == "guest":
+        from .live.guest_image import main as run
+    elif command == "launch":
+        from .live.launcher import main as run
+    elif command == "lab":
+        from .lab import main as run
+    else:
+        print(f"balloonlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return run(rest)

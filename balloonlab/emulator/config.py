@@ -1,0 +1,45 @@
+"""What an emulated QEMU is made of: the parsed equivalent of a qemu-system command line.
+
+``balloonlab emulate`` (``options.py``) and ``balloonlab.emulate()`` both build a :class:`MachineConfig`;
+``machine.py`` builds the VM from it.  Nothing here does anything: it is the contract between the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
+QEMU_VERSIONS = ("7.2", "9.2", "10.0")
+#: Guest models (see guests.py).
+GUEST_MODELS = ("linux", "nodriver", "buggy", "partial", "windows")
+CLOCKS = ("real", "virtual")
+
+
+@dataclass
+class BalloonSpec:
+    """One ``-device virtio-balloon-pci[,id=ID][,prop=value...]``."""
+
+    driver: str = "virtio-balloon-pci"
+    id: str | None = None
+    deflate_on_oom: bool = False
+    free_page_reporting: bool = False
+    free_page_hint: bool = False
+    #: ``guest-stats-polling-interval`` given on the command line (QEMU accepts it as a -device property).
+    polling_interval: int = 0
+    #: ``-balloon virtio`` (the legacy spelling of QEMU's stats doc): anonymous, at peripheral-anon/device[1].
+    legacy: bool = False
+
+
+@dataclass
+class MachineConfig:
+    """A VM: RAM, run state at start, balloon devices, which QEMU it answers as, which guest runs in it."""
+
+    ram_size: int = 128 << 20  #: bytes; qemu-system's default -m is 128 MiB
+    balloons: list[BalloonSpec] = field(default_factory=list)
+    start_paused: bool = False  #: -S
+    nodefaults: bool = False  #: -nodefaults
+    qemu_version: str = QEMU_VERSIONS[-1]
+    guest: str = "linux"
+    clock: str = "real"
+    #: Seed for the guest's workload noise, so a virtual-clock run is reproducible.
+    seed: int = 0

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine: QEMU, busybox and cpio for the live
+# backend's tiny guest, Chromium for the browser tests (Debian's: nothing is downloaded by Playwright), and
+# balloonlab with its test extras in .venv.  Then it builds the tiny guest image into the cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        qemu-system-x86 busybox-static cpio chromium fonts-dejavu-core ca-certificates >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+
+# The live backend boots a Debian cloud kernel with a busybox initramfs; build it once, now, so tests do not.
+.venv/bin/balloonlab guest build || echo "install-test-deps: guest image not built; live tests will skip" >&2
