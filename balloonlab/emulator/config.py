@@ -43,3 +43,6 @@ class MachineConfig:
     clock: str = "real"
     #: Seed for the guest's workload noise, so a virtual-clock run is reproducible.
     seed: int = 0
+    #: Kernel of the ``linux`` guest: ``"6.1"`` (reports tags 0-9) or ``"6.12"`` (all 16).  None: what was
+    #: observed with the version profile (6.1 with 7.2, 6.12 with 9.2 and 10.0).
+    guest_kernel: str | None = None

@@ -1,0 +1,258 @@
+"""Time for the emulated QEMU: a host clock, a VM clock that stops while the VM is paused, and timers on both.
+
+QEMU keeps several clocks.  Two matter for the balloon:
+
+* the *host* clock (QEMU_CLOCK_REALTIME / wall time): event timestamps, ``last-update``, and the monitor's
+  one-per-second rate limit of ``BALLOON_CHANGE`` run on it; it never stops.
+* the *VM* clock (QEMU_CLOCK_VIRTUAL): the stats polling timer and everything the guest does run on it; it
+  stands still while the VM is paused (``-S``, ``stop``) and goes on after ``cont``.
+
+A :class:`Clock` is either ``"real"`` (host time is the machine's time; timers are run by the asyncio loop) or
+``"virtual"`` (time moves only when :meth:`Clock.advance` is called, which runs every due timer in time order, so
+24 hours of polling take well under a second of CPU).  Both modes share one timer implementation: a heap per
+clock kind with lazy deletion, so re-arming a timer costs one ``heappush`` and no other allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+
+from ..errors import VirtualClockRequired
+
+HOST = "host"
+VM = "vm"
+NS = 1_000_000_000
+_INF = float("inf")
+
+
+class Timer:
+    """A one-shot timer on the host or VM clock (QEMU's ``timer_new_ms`` / ``timer_mod`` / ``timer_del``)."""
+
+    __slots__ = ("_clock", "kind", "callback", "_entry")
+
+    def __init__(self, clock: Clock, kind: str, callback: Callable[[], None]) -> None:
+        self._clock = clock
+        self.kind = kind
+        self.callback = callback
+        self._entry: list | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True while the timer is armed and has not fired yet."""
+        return self._entry is not None
+
+    @property
+    def expire_ns(self) -> int | None:
+        """When the timer fires, in ns of its clock; None when it is not armed."""
+        return None if self._entry is None else self._entry[0]
+
+    def mod(self, expire_ns: int) -> None:
+        """Arm (or re-arm) the timer to fire when its clock reads ``expire_ns``."""
+        self._clock._arm(self, int(expire_ns))
+
+    def mod_in(self, delay_ns: int) -> None:
+        """Arm the timer ``delay_ns`` from now on its own clock."""
+        self._clock._arm(self, self._clock.now_ns(self.kind) + int(delay_ns))
+
+    def delete(self) -> None:
+        """Disarm the timer (no-op when it is not armed)."""
+        if self._entry is not None:
+            self._entry = None
+            self._clock._changed()
+
+
+class Clock:
+    """Host and VM time plus timers, real or virtual.  Created and used on the asyncio loop's thread only."""
+
+    def __init__(self, mode: str = "real", loop: asyncio.AbstractEventLoop | None = None,
+                 start_epoch: float | None = None) -> None:
+        if mode not in ("real", "virtual"):
+            raise ValueError(f"clock mode must be 'real' or 'virtual', not {mode!r}")
+        self.mode = mode
+        self.loop = loop
+        self._seq = itertools.count()
+        self._heaps: dict[str, list] = {HOST: [], VM: []}
+        self._vm_running = False
+        self._vm_base = 0  # VM ns accumulated up to the last pause/resume
+        self._vm_since = 0  # host ns of the last resume
+        self._dispatching = False
+        self._handle: asyncio.TimerHandle | None = None
+        self._handle_at = _INF
+        self._closed = False
+        if mode == "real":
+            self._host_origin = time.monotonic_ns()
+            self._epoch = time.time()
+            self._virtual_host = 0
+        else:
+            self._host_origin = 0
+            self._epoch = time.time() if start_epoch is None else float(start_epoch)
+            self._virtual_host = 0
+
+    # -- reading the clocks -------------------------------------------------------------------------------
+    def host_ns(self) -> int:
+        """Host monotonic time in ns since the clock was made."""
+        if self.mode == "real":
+            return time.monotonic_ns() - self._host_origin
+        return self._virtual_host
+
+    def vm_ns(self) -> int:
+        """VM clock in ns: advances only while the VM runs."""
+        if self._vm_running:
+            return self._vm_base + self.host_ns() - self._vm_since
+        return self._vm_base
+
+    def now_ns(self, kind: str) -> int:
+        return self.vm_ns() if kind == VM else self.host_ns()
+
+    def wall_time(self) -> float:
+        """Host wall-clock seconds since the Unix epoch (``last-update``, event timestamps)."""
+        if self.mode == "real":
+            return time.time()
+        return self._epoch + self._virtual_host / NS
+
+    @property
+    def vm_running(self) -> bool:
+        return self._vm_running
+
+    # -- run state (called by the machine) ------------------------------------------------------------------
+    def vm_start(self) -> None:
+        """The VM runs: the VM clock moves with the host clock again."""
+        if not self._vm_running:
+            self._vm_since = self.host_ns()
+            self._vm_running = True
+            self._changed()
+
+    def vm_stop(self) -> None:
+        """The VM pauses: the VM clock stands still and no VM timer fires."""
+        if self._vm_running:
+            self._vm_base = self.vm_ns()
+            self._vm_running = False
+            self._changed()
+
+    # -- timers ---------------------------------------------------------------------------------------------
+    def new_timer(self, kind: str, callback: Callable[[], None]) -> Timer:
+        """A disarmed timer on the ``"host"`` or ``"vm"`` clock."""
+        if kind not in (HOST, VM):
+            raise ValueError(f"timer clock must be 'host' or 'vm', not {kind!r}")
+        return Timer(self, kind, callback)
+
+    def _arm(self, timer: Timer, expire_ns: int) -> None:
+        entry = [expire_ns, next(self._seq), timer]
+        timer._entry = entry
+        heapq.heappush(self._heaps[timer.kind], entry)
+        self._changed()
+
+    def _top(self, kind: str) -> list | None:
+        heap = self._heaps[kind]
+        while heap:
+            entry = heap[0]
+            if entry[2]._entry is entry:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def _next_due(self) -> tuple[float, str | None]:
+        """Host ns at which the earliest armed timer fires, and its kind."""
+        best, kind = _INF, None
+        h = self._top(HOST)
+        if h is not None:
+            best, kind = h[0], HOST
+        if self._vm_running:
+            v = self._top(VM)
+            if v is not None:
+                at = self.host_ns() + (v[0] - self.vm_ns())
+                if at < best:
+                    best, kind = at, VM
+        return best, kind
+
+    def _fire(self, kind: str) -> None:
+        entry = heapq.heappop(self._heaps[kind])
+        timer = entry[2]
+        timer._entry = None
+        timer.callback()
+
+    def pending_timers(self) -> int:
+        """How many timers are armed (for status and tests)."""
+        return sum(1 for heap in self._heaps.values() for e in heap if e[2]._entry is e)
+
+    # -- virtual time ---------------------------------------------------------------------------------------
+    def advance(self, seconds: float) -> None:
+        """Move virtual time forward by ``seconds``, running every timer that falls due, in time order."""
+        if self.mode != "virtual":
+            raise VirtualClockRequired(
+                "advance() needs the virtual clock: start the emulator with clock='virtual' "
+                "(a real clock moves on its own)")
+        if not seconds >= 0:
+            raise ValueError(f"cannot advance by {seconds!r} seconds: give a number >= 0")
+        target = self._virtual_host + int(round(seconds * NS))
+        self._dispatching = True
+        try:
+            while True:
+                at, kind = self._next_due()
+                if at > target:
+                    break
+                at = max(int(at), self._virtual_host)
+                if self._vm_running:
+                    self._vm_base += at - self._vm_since
+                    self._vm_since = at
+                self._virtual_host = at
+                self._fire(kind)  # type: ignore[arg-type]
+            if self._vm_running:
+                self._vm_base += target - self._vm_since
+                self._vm_since = target
+            self._virtual_host = target
+        finally:
+            self._dispatching = False
+
+    # -- real time: one loop callback for the earliest timer --------------------------------------------------
+    def _changed(self) -> None:
+        if self.mode != "real" or self._dispatching or self._closed:
+            return
+        if self.loop is None:
+            try:
+                self.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # no loop yet: timers are scheduled once one runs and something changes
+        at, _ = self._next_due()
+        if at == self._handle_at:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._handle_at = at
+        if at != _INF:
+            delay = max(0.0, (at - self.host_ns()) / NS)
+            self._handle = self.loop.call_at(self.loop.time() + delay, self._run_due)
+
+    def _run_due(self) -> None:
+        self._handle = None
+        self._handle_at = _INF
+        self._dispatching = True
+        try:
+            while not self._closed:
+                at, kind = self._next_due()
+                if at > self.host_ns():
+                    break
+                try:
+                    self._fire(kind)  # type: ignore[arg-type]
+                except Exception as exc:  # one broken callback must not stop every other timer
+                    self.loop.call_exception_handler(  # type: ignore[union-attr]
+                        {"message": "balloonlab emulator timer callback failed", "exception": exc})
+        finally:
+            self._dispatching = False
+        self._changed()
+
+    def close(self) -> None:
+        """Disarm every timer and stop scheduling (the machine is shutting down)."""
+        self._closed = True
+        for heap in self._heaps.values():
+            for entry in heap:
+                entry[2]._entry = None
+            heap.clear()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

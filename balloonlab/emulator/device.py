@@ -1,0 +1,179 @@
+"""The virtio-balloon device: QEMU's stats polling state machine, balloon target and ``actual``.
+
+This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md and the spec, section B):
+
+* ``guest-stats-polling-interval`` is int64 seconds, 0 = off.  The same value again is a no-op; 0 deletes the
+  timer and keeps the stats; off -> on fires the timer at once; on -> on restarts the countdown.
+* The timer (on the VM clock) hands the held buffer back to the guest, which is the request, and does NOT
+  re-arm.  If the device holds no buffer (or the guest did not ack STATS_VQ) it only re-arms.
+* A report resets every stat to unset, applies each complete known entry, sets ``last-update`` to host wall
+  seconds, and re-arms only if polling is on.  So a guest that stops answering stops polling for good, and an
+  answer arriving after polling was switched off still updates the stats.
+* ``balloon`` only writes ``num_pages`` and tells the guest; ``actual`` moves when the guest writes it, and
+  each change raises ``BALLOON_CHANGE`` (the monitor rate-limits it, see machine.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import QMPError
+from ..stats import UNSET, stats_for_version
+from .clock import NS, VM, Clock
+from .qom import INT64_MAX, INT64_MIN, qdict, type_error
+from .virtio import (
+    ENTRY,
+    ENTRY_SIZE,
+    F_DEFLATE_ON_OOM,
+    F_FREE_PAGE_HINT,
+    F_REPORTING,
+    F_STATS_VQ,
+    PAGE_SHIFT,
+    BalloonConfig,
+    StatsVirtqueue,
+)
+
+UINT32_MAX = 2**32 - 1
+POLL_PROPERTY = "guest-stats-polling-interval"
+
+
+class VirtioBalloon:
+    """One virtio-balloon device (the ``virtio-balloon-device`` behind the PCI proxy)."""
+
+    def __init__(self, clock: Clock, ram_size: int, version: tuple[int, int], *,
+                 deflate_on_oom: bool = False, free_page_hint: bool = False, free_page_reporting: bool = False,
+                 emit: Callable[[str, dict], None] | None = None) -> None:
+        self.clock = clock
+        self.ram_size = ram_size
+        self.version = version
+        self.deflate_on_oom = deflate_on_oom
+        self.free_page_hint = free_page_hint
+        self.free_page_reporting = free_page_reporting
+        self.emit = emit or (lambda name, data: None)
+        self.wire_stats = stats_for_version(version)  # QEMU's wire order
+        self.n_known = 16 if version >= (9, 2) else 10  # VIRTIO_BALLOON_S_NR
+        self._wire_keys = tuple(s.qmp_key for s in self.wire_stats)
+        self._wire_tags = tuple(s.tag for s in self.wire_stats)
+        self.stats: list[int] = [UNSET] * self.n_known
+        self.last_update = 0
+        self.poll_interval = 0
+        self.timer = None
+        self.reports = 0
+        self.statsq = StatsVirtqueue(clock, self.n_known)
+        self.statsq.on_report = self._receive_stats
+        self.config = BalloonConfig()
+        self.host_features = F_STATS_VQ
+        if deflate_on_oom:
+            self.host_features |= F_DEFLATE_ON_OOM
+        if free_page_hint:
+            self.host_features |= F_FREE_PAGE_HINT
+        if free_page_reporting:
+            self.host_features |= F_REPORTING
+        self.guest_features = 0
+        #: The driver's config-change interrupt handler (set by the guest model when its driver loads).
+        self.on_config_change: Callable[[], None] | None = None
+
+    # -- polling interval ----------------------------------------------------------------------------------
+    def set_poll_interval(self, value: Any) -> None:
+        """``qom-set ... guest-stats-polling-interval``, validated with QEMU's messages."""
+        if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+            raise type_error(POLL_PROPERTY, "integer")
+        if value < 0:
+            raise QMPError("GenericError", "timer value must be greater than zero")
+        if value > UINT32_MAX:
+            raise QMPError("GenericError", "timer value is too big")
+        if value == self.poll_interval:
+            return
+        if value == 0:
+            self._destroy_timer()
+            return
+        if self.poll_interval > 0:
+            self.poll_interval = value
+            self._rearm()
+            return
+        self.timer = self.clock.new_timer(VM, self._poll)
+        self.poll_interval = value
+        self.timer.mod(self.clock.vm_ns())  # first request at once
+
+    def _destroy_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.delete()
+            self.timer = None
+        self.poll_interval = 0
+
+    def _rearm(self) -> None:
+        self.timer.mod(self.clock.vm_ns() + self.poll_interval * NS)  # type: ignore[union-attr]
+
+    def _poll(self) -> None:
+        if self.statsq.holder != "device" or not self.guest_features & F_STATS_VQ:
+            self._rearm()  # nothing to hand back: try again later
+            return
+        self.statsq.device_return()  # the request; re-armed only when the guest answers
+
+    def _receive_stats(self, data: bytes) -> None:
+        stats = self.stats
+        n = self.n_known
+        for i in range(n):
+            stats[i] = UNSET
+        usable = len(data) - len(data) % ENTRY_SIZE
+        for tag, value in ENTRY.iter_unpack(data[:usable] if usable != len(data) else data):
+            if tag < n:
+                stats[tag] = value
+        self.last_update = int(self.clock.wall_time())
+        self.reports += 1
+        if self.poll_interval > 0:
+            self._rearm()
+
+    def guest_stats(self) -> dict:
+        """The ``guest-stats`` property: every stat (unset = 2**64-1) in QEMU's wire order, then last-update."""
+        stats = self.stats
+        return {"stats": {k: stats[t] for k, t in zip(self._wire_keys, self._wire_tags)},
+                "last-update": self.last_update}
+
+    # -- balloon size ----------------------------------------------------------------------------------------
+    @property
+    def actual_bytes(self) -> int:
+        """``query-balloon``'s ``actual``: RAM minus what the guest says its balloon holds."""
+        return self.ram_size - (self.config.actual << PAGE_SHIFT)
+
+    @property
+    def target_bytes(self) -> int:
+        return self.ram_size - (self.config.num_pages << PAGE_SHIFT)
+
+    def set_target(self, target: int) -> None:
+        """``virtio_balloon_to_target``: clamp to RAM, write num_pages, raise a config interrupt."""
+        target = min(target, self.ram_size)
+        if target:
+            self.config.num_pages = (self.ram_size - target) >> PAGE_SHIFT
+            if self.on_config_change is not None:
+                self.on_config_change()
+
+    def guest_set_actual(self, pages: int) -> None:
+        """The driver writes ``actual`` in config space; a change raises BALLOON_CHANGE."""
+        old = self.config.actual
+        self.config.actual = pages
+        if pages != old:
+            self.emit("BALLOON_CHANGE", qdict((("actual", self.actual_bytes),)))
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def driver_ok(self, features: int) -> None:
+        """The driver negotiated ``features`` (masked by what the device offers)."""
+        self.guest_features = features & self.host_features
+
+    def reset(self) -> None:
+        """Virtio reset (system_reset, or the driver going away): the queue empties; QEMU >= 10.0 also clears
+        the stats and last-update.  The polling interval and its timer stay."""
+        self.statsq.reset()
+        self.guest_features = 0
+        self.on_config_change = None
+        if self.version >= (10, 0):
+            self.stats = [UNSET] * self.n_known
+            self.last_update = 0
+
+    def shutdown(self) -> None:
+        if self.timer is not None:
+            self.timer.delete()
+
+    def status(self) -> dict:
+        return {"statsq-holder": self.statsq.holder, "exchanges": self.statsq.exchanges}

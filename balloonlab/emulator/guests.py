@@ -1,0 +1,351 @@
+"""Guest models: what runs inside the emulated VM and drives the balloon device's queues and config space.
+
+Every guest runs on the VM clock only, so nothing happens while the VM is paused.  A guest with a balloon driver
+loads it ``BOOT_DELAY_NS`` (1 s) after power-on and again after every reset, acks the STATS_VQ feature, parks one filled
+buffer (the boot report) and answers each request after ``ANSWER_DELAY``; it also follows the balloon target
+(``num_pages``) in 1 MiB steps, writing ``actual`` after each, as Linux's driver does.
+
+* ``linux``: Linux's virtio_balloon driver.  On the QEMU 7.2 profile it is a 6.1 kernel (tags 0-9), on 9.2 and
+  10.0 a 6.12 kernel (all 16 tags); ``MachineConfig.guest_kernel`` picks one explicitly.
+* ``nodriver``: no balloon driver: never reports (``last-update`` stays 0), ``actual`` never moves.
+* ``buggy``: answers the boot report, then keeps the buffer after the first request: polling stops for good.
+* ``partial``: an old driver (Linux 4.5 era) that reports tags 0-5 only: the rest stay unset.
+* ``windows``: virtio-win's balloon driver with its balloon service: ``free-memory`` and ``available-memory`` are
+  Windows' "available" (free + zeroed + standby cache), ``disk-caches`` the standby cache; no hugetlb stats.
+  The service can be stopped (the driver then never answers) or switched to a build that answers with every
+  stat unset (``x-balloonlab-guest {"action": "service", "state": "running"|"stopped"|"empty"}``).
+
+Guest actions (``x-balloonlab-guest``) are handled by :meth:`Guest.action`; docs/emulator.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import QMPError
+from ..units import parse_duration, parse_size
+from .clock import NS, VM, Clock
+from .device import VirtioBalloon
+from .memory import MemoryModel
+from .virtio import F_DEFLATE_ON_OOM, F_STATS_VQ, PAGE_SHIFT, encode_stats, encode_values
+
+BOOT_DELAY_NS = NS  #: power-on to balloon driver loaded (a TCG boot of the tiny guest takes 2.5-4 s)
+ANSWER_DELAY_NS = 2_000_000  #: request to answer (the driver's workqueue)
+BALLOON_CHUNK = 256  #: pages per inflate/deflate step (VIRTIO_BALLOON_ARRAY_PFNS_MAX)
+BALLOON_STEP_NS = 2_000_000  #: time per step (a TCG guest inflated 256 MiB in about 0.55 s)
+BALLOON_RETRY_NS = 200_000_000  #: "Out of puff": retry after 200 ms when memory is short
+
+
+def default_kernel(qemu_version: tuple[int, int]) -> str:
+    """The guest kernel observed with each QEMU profile: Debian 12's 6.1 with 7.2, 13's 6.12 after."""
+    return "6.1" if qemu_version < (9, 2) else "6.12"
+
+
+class Guest:
+    """The ``linux`` guest; the other models override a few hooks."""
+
+    name = "linux"
+    has_driver = True
+
+    def __init__(self, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
+                 kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS) -> None:
+        self.clock = clock
+        self.boot_delay_ns = boot_delay_ns
+        self.device = device
+        self.kernel = kernel
+        self.tags = tuple(range(16 if kernel != "6.1" else 10))
+        doo = bool(device and device.deflate_on_oom)
+        self.memory = MemoryModel(ram_size, kernel=kernel, seed=seed, deflate_on_oom=doo)
+        self.memory.on_oom_deflate = self._oom_deflate
+        self.answering = True
+        self.driver_loaded = False
+        #: set by the machine: the guest asks for a reboot (RESET "guest-reset" and the firmware's resets)
+        self.on_reboot: Callable[[], None] | None = None
+        self.requests = 0
+        self.answers = 0
+        self._boot_timer = clock.new_timer(VM, self._load_driver)
+        self._answer_timer = clock.new_timer(VM, self._answer)
+        self._balloon_timer = clock.new_timer(VM, self._balloon_step)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def power_on(self) -> None:
+        """The VM starts (or restarts) executing the guest: boot, then load the driver."""
+        self.memory.boot(self.clock.vm_ns())
+        self.driver_loaded = False
+        if self.has_driver and self.device is not None:
+            self._boot_timer.mod_in(self.boot_delay_ns)
+
+    def reset(self) -> None:
+        """system_reset: the guest reboots; its driver reloads and reports again."""
+        self.shutdown()
+        self.power_on()
+
+    def shutdown(self) -> None:
+        for t in (self._boot_timer, self._answer_timer, self._balloon_timer):
+            t.delete()
+
+    def _load_driver(self) -> None:
+        dev = self.device
+        assert dev is not None
+        features = F_STATS_VQ | (F_DEFLATE_ON_OOM if dev.deflate_on_oom else 0)
+        dev.driver_ok(features)
+        dev.on_config_change = self._config_changed
+        dev.statsq.on_request = self._on_request
+        self.driver_loaded = True
+        self.requests = 0
+        self._park_first_buffer()
+        self._config_changed()
+
+    def _park_first_buffer(self) -> None:
+        """Linux's probe: ``init_vqs`` fills the stats buffer once and adds it (the boot report)."""
+        self.device.statsq.guest_add(self.report())  # type: ignore[union-attr]
+
+    # -- stats ---------------------------------------------------------------------------------------------
+    def report(self) -> bytes:
+        """A filled stats buffer."""
+        mem = self.memory
+        mem.settle(self.clock.vm_ns())
+        values = mem.values()
+        tags = self.tags
+        return encode_values(tags, [values[t] for t in tags])
+
+    def _on_request(self) -> None:
+        self.requests += 1
+        if self.answering:
+            self._answer_timer.mod_in(ANSWER_DELAY_NS)
+
+    def _answer(self) -> None:
+        if self.device is not None and self.device.statsq.holder == "guest":
+            self.answers += 1
+            self.device.statsq.guest_add(self.report())
+
+    # -- balloon ---------------------------------------------------------------------------------------------
+    def _config_changed(self) -> None:
+        if not self._balloon_timer.pending:
+            self._balloon_timer.mod_in(BALLOON_STEP_NS)
+
+    def _balloon_step(self) -> None:
+        dev = self.device
+        if dev is None or not self.driver_loaded:
+            return
+        mem = self.memory
+        mem.settle(self.clock.vm_ns())
+        have = mem.balloon >> PAGE_SHIFT
+        want = dev.config.num_pages
+        if want > have:
+            room = mem.balloon_room() >> PAGE_SHIFT
+            step = min(BALLOON_CHUNK, want - have, room)
+            if step <= 0:
+                self._balloon_timer.mod_in(BALLOON_RETRY_NS)
+                return
+            have += step
+        elif want < have:
+            have -= min(BALLOON_CHUNK, have - want)
+        else:
+            return
+        mem.balloon = have << PAGE_SHIFT
+        mem.settle(self.clock.vm_ns())
+        dev.guest_set_actual(have)
+        if have != want:
+            self._balloon_timer.mod_in(BALLOON_STEP_NS)
+
+    def _oom_deflate(self, needed: int) -> int:
+        """deflate-on-oom: the OOM notifier gives balloon pages back instead of killing a process."""
+        freed = min(needed, self.memory.balloon)
+        freed = (freed + 4095) // 4096 * 4096
+        freed = min(freed, self.memory.balloon)
+        self.memory.balloon -= freed
+        if self.device is not None:
+            self.device.guest_set_actual(self.memory.balloon >> PAGE_SHIFT)
+        return freed
+
+    # -- actions (x-balloonlab-guest) -----------------------------------------------------------------------------
+    def action(self, name: str, params: dict) -> Any:
+        handler: Callable[[dict], Any] | None = getattr(self, "_act_" + name.replace("-", "_"), None)
+        if handler is None:
+            raise QMPError("GenericError", f"x-balloonlab-guest: unknown action '{name}' "
+                                           f"(known: {', '.join(self.actions())})")
+        result = handler(params)
+        return self.status() if result is None else result
+
+    def actions(self) -> list[str]:
+        return sorted(n[5:].replace("_", "-") for n in dir(self) if n.startswith("_act_"))
+
+    def status(self) -> dict:
+        mem = self.memory
+        mem.settle(self.clock.vm_ns())
+        return {"guest": self.name, "kernel": self.kernel, "driver-loaded": self.driver_loaded,
+                "answering": self.answering, "requests": self.requests, "answers": self.answers,
+                "memory": mem.snapshot()}
+
+    def _size(self, params: dict, key: str = "size", default: int | None = None) -> int:
+        if key not in params:
+            if default is None:
+                raise QMPError("GenericError", f"x-balloonlab-guest: parameter '{key}' is missing (e.g. \"128M\")")
+            return default
+        try:
+            return parse_size(params[key])
+        except ValueError as e:
+            raise QMPError("GenericError", f"x-balloonlab-guest: {key}: {e}") from None
+
+    def _duration(self, params: dict) -> int:
+        try:
+            return int(parse_duration(params.get("duration", 0)) * NS)
+        except ValueError as e:
+            raise QMPError("GenericError", f"x-balloonlab-guest: duration: {e}") from None
+
+    def _check(self, params: dict, *allowed: str) -> None:
+        extra = sorted(set(params) - set(allowed))
+        if extra:
+            raise QMPError("GenericError", f"x-balloonlab-guest: parameter '{extra[0]}' is unexpected")
+
+    def _act_status(self, params: dict) -> dict:
+        self._check(params)
+        return self.status()
+
+    def _act_allocate(self, params: dict) -> None:
+        """A process allocates and touches ``size`` over ``duration`` (swap and OOM if it does not fit)."""
+        self._check(params, "size", "duration")
+        self.memory.add_ramp("anon", self._size(params), self.clock.vm_ns(), self._duration(params))
+
+    def _act_free(self, params: dict) -> None:
+        """Processes release ``size`` (default: everything workloads allocated) over ``duration``."""
+        self._check(params, "size", "duration")
+        now = self.clock.vm_ns()
+        self.memory.settle(now)
+        size = self._size(params, default=self.memory.workload_anon())
+        self.memory.add_ramp("anon", -size, now, self._duration(params))
+
+    def _act_cache(self, params: dict) -> None:
+        """File reads grow the page cache by ``size`` over ``duration`` (reclaimable)."""
+        self._check(params, "size", "duration")
+        self.memory.add_ramp("cache", self._size(params), self.clock.vm_ns(), self._duration(params))
+
+    def _act_tmpfs(self, params: dict) -> None:
+        """Files in tmpfs now hold ``size`` bytes (shmem: counted in disk-caches, not reclaimable)."""
+        self._check(params, "size")
+        self.memory.set_shmem(self._size(params), self.clock.vm_ns())
+
+    def _act_drop_caches(self, params: dict) -> None:
+        """``echo 3 > /proc/sys/vm/drop_caches``."""
+        self._check(params)
+        self.memory.drop_caches(self.clock.vm_ns())
+
+    def _act_idle(self, params: dict) -> None:
+        """Stop every running workload where it is."""
+        self._check(params)
+        self.memory.idle(self.clock.vm_ns())
+
+    def _act_reboot(self, params: dict) -> None:
+        """``reboot`` inside the guest: a guest-initiated machine reset; the driver reloads and reports again."""
+        self._check(params)
+        if self.on_reboot is not None:
+            self.on_reboot()
+        else:
+            self.reset()
+
+    def _act_stop_answering(self, params: dict) -> None:
+        """The driver keeps the buffer from now on (a hung workqueue): polling stops for good."""
+        self._check(params)
+        self.answering = False
+
+    def _act_start_answering(self, params: dict) -> None:
+        """The driver answers again, including a request it is still holding."""
+        self._check(params)
+        self.answering = True
+        if self.device is not None and self.device.statsq.holder == "guest":
+            self._answer_timer.mod_in(ANSWER_DELAY_NS)
+
+
+class NoDriverGuest(Guest):
+    """A guest without a balloon driver: the device never gets a buffer."""
+
+    name = "nodriver"
+    has_driver = False
+
+
+class BuggyGuest(Guest):
+    """Answers the boot report, then never gives the buffer back after the first request."""
+
+    name = "buggy"
+
+    def _on_request(self) -> None:
+        self.requests += 1  # keeps the buffer: no answer, ever
+
+
+class PartialGuest(Guest):
+    """An old driver (Linux 4.5 era: before available-memory and disk-caches) reporting tags 0-5 only."""
+
+    name = "partial"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tags = (0, 1, 2, 3, 4, 5)
+
+
+class WindowsGuest(Guest):
+    """virtio-win's balloon driver and service: same stat names, Windows meanings."""
+
+    name = "windows"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.kernel = "windows"
+        self.tags = tuple(range(8))
+        self.service = "running"
+
+    def _park_first_buffer(self) -> None:
+        # The driver only adds the buffer once the service hands it stats.
+        if self.service != "stopped":
+            self.device.statsq.guest_add(self.report())  # type: ignore[union-attr]
+
+    def report(self) -> bytes:
+        if self.service == "empty":
+            return b""
+        mem = self.memory
+        mem.settle(self.clock.vm_ns())
+        avail_phys = mem.free + mem.cache  # free + zeroed + standby
+        values = {0: mem.swap_in, 1: mem.swap_out, 2: mem.major_faults, 3: mem.minor_faults + mem.major_faults,
+                  4: avail_phys, 5: mem.total, 6: avail_phys, 7: mem.cache}
+        return encode_stats((t, values[t]) for t in self.tags)
+
+    def _on_request(self) -> None:
+        self.requests += 1
+        if self.answering and self.service != "stopped":
+            self._answer_timer.mod_in(ANSWER_DELAY_NS)
+
+    def _act_service(self, params: dict) -> None:
+        """The balloon service: "running", "stopped" (never answers) or "empty" (answers with no stats)."""
+        self._check(params, "state")
+        state = params.get("state")
+        if state not in ("running", "stopped", "empty"):
+            raise QMPError("GenericError", "x-balloonlab-guest: service state must be 'running', 'stopped' or 'empty'")
+        was = self.service
+        self.service = state
+        if was == "stopped" and state != "stopped" and self.device is not None and self.driver_loaded:
+            if self.device.statsq.holder == "none":
+                self._park_first_buffer()
+            elif self.device.statsq.holder == "guest":
+                self._answer_timer.mod_in(ANSWER_DELAY_NS)
+
+    def status(self) -> dict:
+        st = super().status()
+        st["service"] = self.service
+        return st
+
+
+GUESTS: dict[str, type[Guest]] = {
+    "linux": Guest, "nodriver": NoDriverGuest, "buggy": BuggyGuest, "partial": PartialGuest,
+    "windows": WindowsGuest,
+}
+
+
+def make_guest(model: str, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
+               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS) -> Guest:
+    """A guest of the named model (see :data:`GUESTS`)."""
+    try:
+        cls = GUESTS[model]
+    except KeyError:
+        raise ValueError(f"unknown guest model {model!r} (choose from {', '.join(GUESTS)})") from None
+    return cls(clock, device, ram_size, seed=seed, kernel=kernel, boot_delay_ns=boot_delay_ns)

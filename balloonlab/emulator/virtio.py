@@ -1,0 +1,153 @@
+"""The virtio side of the balloon: feature bits, config space, and the stats virtqueue that runs "in reverse".
+
+Most virtqueues carry requests from the driver to the device.  The balloon's stats queue works the other way
+round: the guest driver parks one buffer, already filled with a report, in the queue; the device keeps it; when
+the device wants fresh numbers it hands the buffer back ("used"), which is the request; the driver refills it
+with 10-byte little-endian entries ``{le16 tag; le64 val}`` and adds it again, which is the report.
+
+:class:`StatsVirtqueue` models exactly that buffer and who holds it, and records every exchange in a bounded
+trace (``x-balloonlab-trace``).  :func:`decode_stats` decodes a report the way QEMU does.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ..stats import BY_TAG
+
+VIRTIO_ID_BALLOON = 5
+PAGE_SHIFT = 12  #: VIRTIO_BALLOON_PFN_SHIFT: config space counts 4 KiB pages
+PAGE_SIZE = 1 << PAGE_SHIFT
+ENTRY = struct.Struct("<HQ")  #: one stats entry: le16 tag, le64 value (10 bytes, packed)
+ENTRY_SIZE = ENTRY.size
+
+#: Balloon feature bits (virtio spec, device-types/balloon).
+FEATURES = {
+    "VIRTIO_BALLOON_F_MUST_TELL_HOST": 0,
+    "VIRTIO_BALLOON_F_STATS_VQ": 1,
+    "VIRTIO_BALLOON_F_DEFLATE_ON_OOM": 2,
+    "VIRTIO_BALLOON_F_FREE_PAGE_HINT": 3,
+    "VIRTIO_BALLOON_F_PAGE_POISON": 4,
+    "VIRTIO_BALLOON_F_REPORTING": 5,
+}
+F_STATS_VQ = 1 << FEATURES["VIRTIO_BALLOON_F_STATS_VQ"]
+F_DEFLATE_ON_OOM = 1 << FEATURES["VIRTIO_BALLOON_F_DEFLATE_ON_OOM"]
+F_FREE_PAGE_HINT = 1 << FEATURES["VIRTIO_BALLOON_F_FREE_PAGE_HINT"]
+F_REPORTING = 1 << FEATURES["VIRTIO_BALLOON_F_REPORTING"]
+QUEUES = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
+
+TRACE_LENGTH = 256
+
+_PACKERS: dict[int, struct.Struct] = {}
+
+
+def encode_stats(entries: Iterable[tuple[int, int]]) -> bytes:
+    """A report buffer: each ``(tag, value)`` as ``{le16 tag; le64 val}``, back to back."""
+    entries = list(entries)
+    return encode_values([t for t, _ in entries], [v for _, v in entries])
+
+
+def encode_values(tags: Sequence[int], values: Sequence[int]) -> bytes:
+    """Like :func:`encode_stats` for parallel sequences (the guest's per-report fast path)."""
+    n = len(tags)
+    packer = _PACKERS.get(n)
+    if packer is None:
+        packer = _PACKERS[n] = struct.Struct("<" + "HQ" * n)
+    flat = [0] * (2 * n)
+    flat[0::2] = tags
+    flat[1::2] = values
+    return packer.pack(*flat)
+
+
+def decode_stats(data: bytes, n_known: int) -> list[tuple[int, int, bool]]:
+    """``(tag, value, ignored)`` for each complete entry, as QEMU reads them.
+
+    A tag >= ``n_known`` (QEMU's VIRTIO_BALLOON_S_NR: 10 up to QEMU 9.1, 16 from 9.2) is ignored, and so is a
+    trailing partial entry (QEMU stops when fewer than 10 bytes are left).
+    """
+    usable = len(data) - len(data) % ENTRY_SIZE
+    return [(tag, value, tag >= n_known) for tag, value in ENTRY.iter_unpack(data[:usable])]
+
+
+def stat_name(tag: int) -> str | None:
+    """The QMP key (without ``stat-``) for a tag, or None for a tag no QEMU knows."""
+    info = BY_TAG.get(tag)
+    return info.key if info else None
+
+
+@dataclass
+class BalloonConfig:
+    """The device's config space: ``{le32 num_pages; le32 actual}`` in 4 KiB pages.
+
+    ``num_pages`` is what the host asks for (the balloon target); ``actual`` is what the driver says it holds.
+    """
+
+    num_pages: int = 0
+    actual: int = 0
+
+    def to_bytes(self) -> bytes:
+        return struct.pack("<II", self.num_pages, self.actual)
+
+
+class StatsVirtqueue:
+    """The one stats buffer and who holds it: ``"none"`` (no driver yet), ``"device"``, or ``"guest"``.
+
+    ``on_report(data)`` is the device's queue handler (the guest added a filled buffer); ``on_request()`` is the
+    guest driver's interrupt handler (the device returned the buffer).  Every exchange is traced.
+    """
+
+    __slots__ = ("holder", "exchanges", "on_report", "on_request", "_trace", "_seq", "_clock", "n_known")
+
+    def __init__(self, clock, n_known: int) -> None:
+        self.holder = "none"
+        self.exchanges = 0
+        self.on_report: Callable[[bytes], None] | None = None
+        self.on_request: Callable[[], None] | None = None
+        self._trace: deque = deque(maxlen=TRACE_LENGTH)
+        self._seq = 0
+        self._clock = clock
+        self.n_known = n_known
+
+    def _record(self, kind: str, data: bytes) -> None:
+        clock = self._clock
+        self._trace.append((self._seq, clock.vm_ns(), clock.wall_time(), kind, self.holder, data))
+        self._seq += 1
+        self.exchanges += 1
+
+    def guest_add(self, data: bytes) -> None:
+        """The driver adds a filled buffer and kicks: the device pops it and reads the report."""
+        self.holder = "device"
+        self._record("report", data)
+        if self.on_report is not None:
+            self.on_report(data)
+
+    def device_return(self) -> bool:
+        """The device pushes the held buffer back (a request for fresh stats).  False if it holds none."""
+        if self.holder != "device":
+            return False
+        self.holder = "guest"
+        self._record("request", b"")
+        if self.on_request is not None:
+            self.on_request()
+        return True
+
+    def reset(self) -> None:
+        """Virtio reset: the queue is empty again until a driver adds a buffer (the trace is kept)."""
+        self.holder = "none"
+
+    def trace(self, since: int = 0) -> dict:
+        """``x-balloonlab-trace``'s answer: exchanges with ``seq >= since`` (entries decoded as QEMU does)."""
+        out = []
+        for seq, vm_ns, when, kind, holder, data in self._trace:
+            if seq < since:
+                continue
+            out.append({
+                "seq": seq, "vm-clock-ns": vm_ns, "time": when, "kind": kind, "holder": holder,
+                "bytes": data.hex(),
+                "entries": [{"tag": t, "name": stat_name(t), "value": v, "ignored": ign}
+                            for t, v, ign in decode_stats(data, self.n_known)],
+            })
+        return {"next": self._seq, "holder": self.holder, "exchanges": out}
