@@ -51,12 +51,29 @@ class VirtualClockRequired(BalloonError):
     """``advance()`` only works on an emulated lab started with ``clock="virtual"``."""
 
 
+class UnsupportedBackend(BalloonError):
+    """The operation needs another kind of lab (``trace``/``guest``: an emulated one; ``guest_exec``: a launched
+    live VM)."""
+
+
 class LaunchError(BalloonError):
     """balloonlab could not boot a live QEMU (missing binary, bad option, guest never became ready)."""
 
 
 class GuestImageError(BalloonError):
     """The tiny guest image (kernel + busybox initramfs) could not be built or found."""
+
+
+class GuestExecError(BalloonError):
+    """A shell command run in a live lab's guest (``vm.exec``) failed, timed out, or the guest is unreachable.
+
+    ``exit_code`` is the command's exit status (None when it never finished) and ``output`` what it printed.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.output = output
 
 
 class EmulatorOptionError(BalloonError):
@@ -69,7 +86,9 @@ __all__ = [
     "BalloonDisconnected",
     "NoBalloonDevice",
     "VirtualClockRequired",
+    "UnsupportedBackend",
     "LaunchError",
     "GuestImageError",
+    "GuestExecError",
     "EmulatorOptionError",
 ]
