@@ -1,0 +1,184 @@
+"""``BalloonMagics``: the ``%balloon`` line magic and the ``%%qmp`` cell magic, and the state they share.
+
+The state is per shell, on the Magics instance, never in module globals: the current lab, whether the magics
+made it (then they also close it), and the running watches.  Decisions, also written in ``%balloon?``:
+
+* ``%balloon emulate|connect|launch`` return the new lab (``lab = %balloon emulate``) and make it current.  The
+  previous current lab is closed if the magics made it (re-running a cell must not leak emulators or QEMUs);
+  a lab adopted with ``%balloon use NAME`` was made in Python and is never closed by the magics.
+* ``%unload_ext balloonlab`` stops every watch and closes the panels and labs the magics made.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.utils.process import arg_split
+
+from ..errors import EmulatorOptionError
+from ..qmp_text import QMPTextError, parse_qmp_text
+from ..watch import StatsWatch
+from . import subcommands
+from .qmp import run_commands
+
+__all__ = ["BalloonMagics"]
+
+NO_LAB_HINT = "no lab yet: start one with %balloon emulate, %balloon connect PATH or %balloon launch"
+
+
+def strip_comment(line: str) -> str:
+    """``%balloon advance 2s  # let the guest boot``: drop a ``#`` comment (one that follows a space, outside
+    quotes), so notebooks can annotate their magics; ``connect /tmp/a#b`` keeps its ``#``."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line
+
+
+@magics_class
+class BalloonMagics(Magics):
+    """``%balloon`` and ``%%qmp``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self.lab: Any = None  #: the current lab (a balloonlab.Balloon) or None
+        self._owned: list[Any] = []  #: labs these magics started (closed on replace and on unload)
+        self.watches: list[StatsWatch] = []
+        self.panels: list[Any] = []  #: BalloonPanels made by %balloon panel (closed on unload: they run a thread)
+
+    # the current lab ----------------------------------------------------------------------------------------------
+    def require_lab(self) -> Any:
+        if self.lab is None:
+            raise UsageError(NO_LAB_HINT)
+        return self.lab
+
+    def start_lab(self, factory: Callable[[], Any]) -> Any:
+        """Start a lab with ``factory``; on success it replaces the current one (closed if ours)."""
+        try:
+            lab = factory()
+        except (ValueError, TypeError, EmulatorOptionError) as exc:
+            # a value only the backend can judge (an unknown guest model or QEMU version)
+            raise UsageError(f"%balloon: {exc}") from None
+        previous = self.lab
+        self.lab = lab
+        self._owned.append(lab)
+        if previous is not None and any(previous is o for o in self._owned):
+            self.close_lab(previous, make_current_none=False)
+        return lab
+
+    def adopt_lab(self, lab: Any) -> None:
+        """Make a lab made elsewhere current, without taking ownership (the magics never close it)."""
+        previous = self.lab
+        self.lab = lab
+        if previous is not None and previous is not lab and any(previous is o for o in self._owned):
+            self.close_lab(previous, make_current_none=False)
+
+    def close_lab(self, lab: Any, make_current_none: bool = True) -> None:
+        """Stop the watches on ``lab`` and close it."""
+        for watch in [w for w in self.watches if w.lab is lab]:
+            watch.stop()
+            self.watches.remove(watch)
+        self._owned = [o for o in self._owned if o is not lab]
+        if make_current_none and self.lab is lab:
+            self.lab = None
+        lab.close()
+
+    # watches ------------------------------------------------------------------------------------------------------
+    def start_watch(self, lab: Any) -> StatsWatch:
+        watch = StatsWatch(lab, self.shell).start()
+        self.watches = [w for w in self.watches if w.active]
+        if watch.active:
+            self.watches.append(watch)
+        return watch
+
+    def stop_watches(self) -> int:
+        watches, self.watches = self.watches, []
+        running = [w for w in watches if w.active]
+        for watch in running:
+            watch.stop()
+        return len(running)
+
+    def shutdown(self) -> None:
+        """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
+        self.stop_watches()
+        panels, self.panels = self.panels, []
+        for panel in panels:
+            panel.close()
+        for lab in list(self._owned):
+            try:
+                self.close_lab(lab)
+            except Exception as exc:  # unloading must go on; say what could not be closed
+                print(f"balloonlab: closing a lab failed: {exc}", file=sys.stderr)
+        self.lab = None
+
+    # %balloon -----------------------------------------------------------------------------------------------------
+    @line_magic
+    def balloon(self, line: str) -> Any:
+        line = strip_comment(line)
+        words = arg_split(line, strict=False)
+        if not words or words[0] in ("-h", "--help", "help"):
+            if len(words) > 1:
+                print(subcommands.find(words[1]).help)
+            else:
+                print(subcommands.overview())
+            return None
+        sub = subcommands.find(words[0])
+        if "-h" in words[1:] or "--help" in words[1:]:
+            print(sub.help)
+            return None
+        rest = line.strip()[len(words[0]):]
+        args = sub.parser.parse_argstring(rest)
+        return sub.handler(self, args)
+
+    balloon.__doc__ = subcommands.overview()
+
+    # %%qmp --------------------------------------------------------------------------------------------------------
+    @no_var_expand
+    @magic_arguments(name="%qmp")  # shown as %%qmp in the usage line
+    @argument("-v", "--verbose", action="store_true",
+              help="write a transcript: '-> request' and '<- reply' lines, as in QEMU's protocol spec")
+    @argument("-o", "--output", metavar="NAME", default=None,
+              help="also store the list of replies (dicts, as on the wire) in the variable NAME")
+    @cell_magic
+    def qmp(self, line: str, cell: str) -> None:
+        """Send QMP commands to the current lab; show each reply as QEMU sends it, and the events meanwhile.
+
+        The cell holds one or more commands, in any mix of:
+
+          - JSON objects as in QEMU's docs, over several lines if you like;
+          - qmp-shell's form: qom-get path=/machine/peripheral/balloon0 property=guest-stats
+            (values are JSON where they parse as JSON, strings otherwise; dotted keys nest: a.b=1);
+          - transcripts: '-> ' and '<- ' prefixes are stripped; QEMU's replies and events in the cell (objects
+            with return/error/event, or '<- ' lines) are skipped, so a doc example pasted verbatim runs.
+
+        Lines starting with # are comments. Every command is checked before the first is sent: a typo anywhere
+        sends nothing. A QMP error reply is shown, not raised, and the next command still runs.
+        """
+        if {"-h", "--help"} & set(arg_split(line, strict=False)):
+            print(self.qmp.__doc__)
+            return None
+        args = parse_argstring(self.qmp, line)
+        try:
+            commands = parse_qmp_text(cell, first_line=2)
+        except QMPTextError as exc:
+            raise UsageError(f"%%qmp: {exc} (nothing was sent)") from None
+        if not commands:
+            raise UsageError("%%qmp: no command in the cell; write e.g. {\"execute\": \"query-balloon\"} or "
+                             "query-balloon")
+        if args.output is not None and not args.output.isidentifier():
+            raise UsageError(f"%%qmp --output: {args.output!r} is not a variable name")
+        lab = self.require_lab()
+        replies = run_commands(lab, commands, verbose=args.verbose)
+        if args.output is not None:
+            self.shell.user_ns[args.output] = replies
+        return None

@@ -1,0 +1,351 @@
+"""The subcommands of ``%balloon``: one IPython ``magic_arguments`` parser and one handler each.
+
+Why one parser per subcommand (and a dispatch on the first word) rather than argparse subparsers: IPython's
+``magic_arguments`` turns each parser into a usage block, and ``%balloon?`` then shows the usage and options of
+every subcommand in one place; ``%balloon emulate -h`` shows one.  Every handler validates its input before it
+touches the device (a bad size or duration raises :class:`UsageError`, one line, nothing sent) and returns a value
+instead of printing when there is one to return (``s = %balloon stats``, ``lab = %balloon emulate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from ..errors import VirtualClockRequired
+from ..units import format_duration, format_size, parse_duration, parse_size
+from .info import LabInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core import BalloonMagics
+
+#: guest-stats-polling-interval is a uint32 in QEMU ("timer value is too big" above this).
+MAX_INTERVAL = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A ``%balloon`` subcommand: its name, its parser-carrying function, and what it does."""
+
+    name: str
+    handler: Callable[["BalloonMagics", argparse.Namespace], Any]
+
+    @property
+    def parser(self) -> Any:
+        return self.handler.parser  # type: ignore[attr-defined]
+
+    @property
+    def help(self) -> str:
+        return self.parser.format_help()
+
+    @property
+    def summary(self) -> str:
+        doc = (self.handler.__wrapped_doc__ or "").strip()  # type: ignore[attr-defined]
+        return doc.splitlines()[0] if doc else ""
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def subcommand(name: str) -> Callable:
+    """Register a handler (already decorated with ``magic_arguments``) as ``%balloon NAME``."""
+
+    def register(handler: Callable) -> Callable:
+        SUBCOMMANDS[name] = Subcommand(name, handler)
+        return handler
+
+    return register
+
+
+def _keep_doc(func: Callable) -> Callable:
+    # magic_arguments replaces __doc__ by the formatted help; the first line of the original is the summary.
+    func.__wrapped_doc__ = func.__doc__  # type: ignore[attr-defined]
+    return func
+
+
+def find(name: str) -> Subcommand:
+    """The subcommand called ``name``, or a UsageError that lists them all (and guesses a typo)."""
+    try:
+        return SUBCOMMANDS[name]
+    except KeyError:
+        pass
+    guess = difflib.get_close_matches(name, SUBCOMMANDS, n=1)
+    hint = f"did you mean '{guess[0]}'? " if guess else ""
+    raise UsageError(
+        f"%balloon: unknown subcommand '{name}'; {hint}choose one of: {', '.join(SUBCOMMANDS)} "
+        "(%balloon? shows the usage of each)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# value parsing (before anything is sent)
+
+
+def size_arg(text: str, what: str) -> int:
+    try:
+        value = parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"%balloon {what}: {exc}") from None
+    if value <= 0:
+        raise UsageError(f"%balloon {what}: a size must be more than 0 bytes, got {text!r}")
+    return value
+
+
+def interval_arg(text: str) -> int:
+    """Whole seconds >= 0 (0 turns polling off); ``2``, ``30s``, ``1m`` all work."""
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            seconds = parse_duration(text)
+        except ValueError:
+            raise UsageError(
+                f"%balloon poll: not an interval: {text!r} (write whole seconds such as 2, 30s or 1m; 0 turns "
+                "polling off)") from None
+        if seconds != int(seconds):
+            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)")
+        number = int(seconds)
+    if number < 0:
+        raise UsageError(
+            f"%balloon poll: the interval cannot be negative, got {number} (0 turns polling off)")
+    if number > MAX_INTERVAL:
+        raise UsageError(f"%balloon poll: QEMU's interval is at most {MAX_INTERVAL} s, got {number}")
+    return number
+
+
+def duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"%balloon advance: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# starting and choosing a lab
+
+
+@subcommand("emulate")
+@magic_arguments(name="balloon emulate")
+@argument("--guest", default="linux", help="guest model: linux, nodriver, buggy, partial, windows (default linux)")
+@argument("--memory", default="512M", help="guest RAM, e.g. 512M, 1G (default 512M)")
+@argument("--clock", default="real", choices=("real", "virtual"), metavar="CLOCK",
+          help="real (default): the device polls in real time; virtual: time moves only with %%balloon advance")
+@argument("--qemu-version", default="10.0", help="QEMU version to behave like: 7.2, 9.2 or 10.0 (default 10.0)")
+@argument("--id", default=None,
+          help="device id: the balloon goes to /machine/peripheral/ID (default: no id, at "
+               "/machine/peripheral-anon/device[1] as in QEMU's stats doc)")
+@argument("--paused", action="store_true", help="start the VM paused, as qemu-system -S")
+@_keep_doc
+def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
+    size_arg(args.memory, "emulate --memory")
+    import balloonlab
+
+    lab = magics.start_lab(
+        lambda: balloonlab.emulate(guest=args.guest, memory=args.memory, clock=args.clock,
+                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused))
+    return lab
+
+
+@subcommand("connect")
+@magic_arguments(name="balloon connect")
+@argument("path", help="the QMP unix socket of a running QEMU (-qmp unix:PATH,server=on,wait=off)")
+@_keep_doc
+def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Connect to a running QEMU (live, or `balloonlab emulate`) by its QMP socket and make it current."""
+    path = os.path.expanduser(args.path)
+    if not os.path.exists(path):
+        raise UsageError(f"%balloon connect: no such socket: {path} (start QEMU with -qmp unix:{path},server=on,"
+                         "wait=off)")
+    import balloonlab
+
+    return magics.start_lab(lambda: balloonlab.connect(path))
+
+
+@subcommand("launch")
+@magic_arguments(name="balloon launch")
+@argument("--memory", default="512M", help="guest RAM, e.g. 512M (default 512M)")
+@argument("--id", default="balloon0", help="device id of the balloon (default balloon0)")
+@argument("--paused", action="store_true", help="start the VM paused, as qemu-system -S")
+@argument("--no-guest", action="store_true", help="boot no kernel at all: QEMU answers QMP, nobody reports")
+@_keep_doc
+def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Boot a live qemu-system-x86_64 (TCG) with balloonlab's tiny Linux guest and make it current."""
+    size_arg(args.memory, "launch --memory")
+    import balloonlab
+
+    return magics.start_lab(
+        lambda: balloonlab.launch(memory=args.memory, balloon_id=args.id, paused=args.paused,
+                                  guest=not args.no_guest))
+
+
+@subcommand("use")
+@magic_arguments(name="balloon use")
+@argument("name", help="a variable holding a lab made in Python (lab = balloonlab.emulate())")
+@_keep_doc
+def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Make a lab you created in Python the current lab (the magics never close it for you)."""
+    from ..balloon import Balloon
+
+    try:
+        lab = magics.shell.user_ns[args.name]
+    except KeyError:
+        raise UsageError(f"%balloon use: no variable named {args.name!r}") from None
+    if not isinstance(lab, Balloon):
+        raise UsageError(f"%balloon use: {args.name} is a {type(lab).__name__}, not a balloonlab lab")
+    magics.adopt_lab(lab)
+    return None
+
+
+@subcommand("close")
+@magic_arguments(name="balloon close")
+@_keep_doc
+def _close(magics: "BalloonMagics", args: argparse.Namespace) -> None:
+    """Close the current lab (stops its watches, and what it started: the emulator or the QEMU process)."""
+    if magics.lab is None:
+        print("no lab is open")
+        return
+    what = _describe(magics.lab)
+    magics.close_lab(magics.lab)
+    print(f"closed {what}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading and steering the device
+
+
+@subcommand("poll")
+@magic_arguments(name="balloon poll")
+@argument("interval", nargs="?", default=None,
+          help="seconds between stats requests (2, 30s, 1m); 0 turns polling off; none: show the current one")
+@_keep_doc
+def _poll(magics: "BalloonMagics", args: argparse.Namespace) -> None:
+    """Show or set guest-stats-polling-interval (how often QEMU asks the guest for fresh stats)."""
+    if args.interval is None:
+        lab = magics.require_lab()
+        print(_interval_words(lab.polling_interval))
+        return
+    seconds = interval_arg(args.interval)
+    lab = magics.require_lab()
+    lab.polling_interval = seconds
+    print(_interval_words(seconds))
+
+
+@subcommand("stats")
+@magic_arguments(name="balloon stats")
+@_keep_doc
+def _stats(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """The guest's latest stats (GuestStats: s = %balloon stats; s["free-memory"])."""
+    return magics.require_lab().stats()
+
+
+@subcommand("watch")
+@magic_arguments(name="balloon watch")
+@argument("--stop", action="store_true", help="stop every running watch")
+@_keep_doc
+def _watch(magics: "BalloonMagics", args: argparse.Namespace) -> None:
+    """Show the stats in this cell's output and keep them updated on every new report (the cell returns at once)."""
+    if args.stop:
+        n = magics.stop_watches()
+        print(f"stopped {n} watch{'es' if n != 1 else ''}")
+        return
+    magics.start_watch(magics.require_lab())
+
+
+@subcommand("panel")
+@magic_arguments(name="balloon panel")
+@_keep_doc
+def _panel(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """The interactive panel (sliders for interval and target, live stats, plot, events, trace) for the lab."""
+    lab = magics.require_lab()
+    try:
+        from ..widgets import BalloonPanel
+    except ImportError as exc:
+        raise UsageError(f"%balloon panel needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
+    panel = BalloonPanel(lab)
+    magics.panels.append(panel)
+    return panel
+
+
+@subcommand("target")
+@magic_arguments(name="balloon target")
+@argument("size", help="the guest's new logical RAM size: 256M, 1.5G or bytes (268435456)")
+@_keep_doc
+def _target(magics: "BalloonMagics", args: argparse.Namespace) -> None:
+    """Ask the guest to balloon to SIZE (QMP balloon); the guest driver moves `actual`, not QEMU."""
+    size = size_arg(args.size, "target")
+    lab = magics.require_lab()
+    lab.set_target(size)
+    ram = lab.ram_size
+    clamp = f"; above RAM, so QEMU asks for the full {format_size(ram)}" if ram and size > ram else ""
+    print(f"target {format_size(size)} sent (actual now {format_size(lab.actual)}{clamp})")
+
+
+@subcommand("info")
+@magic_arguments(name="balloon info")
+@_keep_doc
+def _info(magics: "BalloonMagics", args: argparse.Namespace) -> LabInfo:
+    """Backend, socket, device path, actual and RAM, polling interval, and the doctor's verdict."""
+    return LabInfo.of(magics.require_lab())
+
+
+@subcommand("advance")
+@magic_arguments(name="balloon advance")
+@argument("duration", help="how much virtual time to run: 30s, 1.5m, 24h, 1h30m")
+@_keep_doc
+def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
+    """Move an emulated lab's virtual clock forward (every timer due meanwhile fires, in order)."""
+    seconds = duration_arg(args.duration)
+    lab = magics.require_lab()
+    if lab.backend != "emulated":
+        raise UsageError(f"%balloon advance: this lab is {lab.backend}; only an emulated lab has a virtual clock "
+                         "(%balloon emulate --clock virtual)")
+    try:
+        lab.advance(seconds)
+    except VirtualClockRequired:
+        raise UsageError("%balloon advance: this emulated lab runs on the real clock; start one with "
+                         "%balloon emulate --clock virtual") from None
+    print(f"advanced {format_duration(seconds)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _interval_words(seconds: int) -> str:
+    if seconds == 0:
+        return "polling off (interval 0)"
+    return f"polling every {seconds} s" + (f" ({format_duration(seconds)})" if seconds >= 60 else "")
+
+
+def _describe(lab: Any) -> str:
+    try:
+        return f"{lab.backend} lab at {lab.socket_path}"
+    except Exception:  # a half-dead lab still deserves a name
+        return "the lab"
+
+
+def overview() -> str:
+    """The text ``%balloon?`` shows: what the magic is, then every subcommand's usage and options."""
+    parts = [
+        "Drive QEMU's virtio-balloon guest statistics from IPython.",
+        "",
+        "  %balloon SUBCOMMAND [options]  [# comment]     (%balloon SUBCOMMAND -h: help on one)",
+        "",
+        "The current lab belongs to this shell: emulate, connect and launch replace it (closing the previous one",
+        "if %balloon made it), `use` adopts one made in Python. emulate/connect/launch return the lab, so",
+        "`lab = %balloon emulate` gives you the Python object too. %unload_ext balloonlab stops every watch,",
+        "closes the panels and the labs %balloon made.",
+        "",
+        "Subcommands:",
+    ]
+    width = max(len(name) for name in SUBCOMMANDS)
+    parts += [f"  {name.ljust(width)}  {sub.summary}" for name, sub in SUBCOMMANDS.items()]
+    for sub in SUBCOMMANDS.values():
+        parts.append("")
+        parts.append(sub.help.rstrip())
+    return "\n".join(parts) + "\n"

@@ -1,0 +1,236 @@
+"""A live view of a lab's guest statistics in a plain cell output (``%balloon watch``), without any widget.
+
+Why a display handle and not a widget: ``display(view, display_id=...)`` then ``update_display_data`` messages
+refresh one output in place, need no front-end extension, and survive nbconvert (the last state is what the
+saved notebook shows).  The updates come from the lab's background thread through ``lab.subscribe``; the
+background never prints (a stray ``print`` lands in whatever cell runs now), it only publishes
+``update_display_data`` for its own display id, and only through a display publisher that understands updates
+(a Jupyter kernel, or IPython's capturing publisher).  Terminal IPython has no such thing: there the watch shows a
+snapshot and says so.
+
+Bursts (a virtual clock advanced by an hour at a 1 s interval gives 3600 reports) are coalesced: at most one
+update per :data:`MIN_UPDATE_GAP` seconds, and the last state is always published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import html
+import itertools
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from .units import format_duration, format_size
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .balloon import Balloon
+    from .stats import GuestStats
+
+__all__ = ["StatsView", "StatsWatch", "MIN_UPDATE_GAP"]
+
+log = logging.getLogger("balloonlab")
+
+#: Seconds between two published updates of one watch (later reports within the gap are coalesced).
+MIN_UPDATE_GAP = 0.1
+
+_ids = itertools.count(1)
+
+
+class StatsView:
+    """One immutable snapshot of what a watch shows: the stats plus a status line.  Rendering has no effects."""
+
+    def __init__(
+        self,
+        stats: "GuestStats | None",
+        *,
+        interval: int | None,
+        actual: int | None,
+        reports: int,
+        state: str,
+        note: str = "",
+    ) -> None:
+        self.stats = stats
+        self.interval = interval
+        self.actual = actual
+        self.reports = reports  #: new stats the watch has seen since it started
+        self.state = state  #: "live", "snapshot", "stopped" or "disconnected"
+        self.note = note
+
+    def status(self) -> str:
+        """The status line, e.g. ``watching (live) | polling every 2 s | actual 512.0 MiB | 3 reports``."""
+        if self.interval is None:
+            polling = "polling ?"
+        elif self.interval == 0:
+            polling = "polling off (%balloon poll 2 turns it on)"
+        else:
+            polling = f"polling every {format_duration(self.interval)}"
+        parts = [
+            f"watching ({self.state})",
+            polling,
+            f"actual {format_size(self.actual)}" if self.actual is not None else "actual ?",
+            f"{self.reports} update{'s' if self.reports != 1 else ''}",
+        ]
+        if self.note:
+            parts.append(self.note)
+        return " | ".join(parts)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(self.status())
+        p.break_()
+        if self.stats is None:
+            p.text("no stats yet")
+        else:
+            p.pretty(self.stats)
+
+    def __repr__(self) -> str:
+        from IPython.lib.pretty import pretty
+
+        return pretty(self)
+
+    def _repr_html_(self) -> str:
+        colour = {"live": "#2a7", "snapshot": "#888", "stopped": "#888", "disconnected": "#c33"}.get(self.state, "#888")
+        table = self.stats._repr_html_() if self.stats is not None else "<p>no stats yet</p>"
+        return (
+            f"<div class='balloonlab-watch' data-state='{html.escape(self.state)}' data-reports='{self.reports}'>"
+            f"<div style='border-left:3px solid {colour};padding-left:6px'><small>{html.escape(self.status())}"
+            f"</small></div>{table}</div>"
+        )
+
+
+class StatsWatch:
+    """Shows ``lab``'s stats in the current cell's output and keeps that output up to date until :meth:`stop`.
+
+    Create it on the cell's thread (``start()`` reads the lab once and displays); after that only the lab's
+    background thread touches it, through the subscription, plus ``stop()`` from any thread.
+    """
+
+    def __init__(self, lab: "Balloon", shell: Any) -> None:
+        self.lab = lab
+        self.shell = shell
+        self.display_id = f"balloonlab-watch-{next(_ids)}-{int(time.time() * 1000)}"
+        self.reports = 0
+        self.published = 0  #: updates sent to the front end (after coalescing)
+        self._stats: "GuestStats | None" = None
+        self._interval: int | None = None
+        self._actual: int | None = None
+        self._state = "live"
+        self._note = ""
+        self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._last_publish = 0.0
+        self._flush_scheduled = False
+
+    # life cycle ---------------------------------------------------------------------------------------------------
+    def start(self) -> "StatsWatch":
+        """Read the lab's current state, display it, and subscribe to its updates.  Returns at once."""
+        self._stats = self.lab.stats()
+        self._interval = self.lab.polling_interval
+        self._actual = self.lab.actual
+        if not self.live_capable:
+            self._state = "snapshot"
+            self._note = "live updates need a Jupyter front end; run %balloon stats to refresh"
+        data, metadata = self.shell.display_formatter.format(self.view())
+        self.shell.display_pub.publish(data=data, metadata=metadata, transient={"display_id": self.display_id})
+        if self._state == "live":
+            self._unsubscribe = self.lab.subscribe(self._on_update)
+        return self
+
+    def stop(self, state: str = "stopped") -> None:
+        """Unsubscribe and show the final state (``stopped``, or ``disconnected`` when the lab went away)."""
+        with self._lock:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            if unsubscribe is None:
+                return
+            self._state = state
+        try:
+            unsubscribe()
+        except Exception:  # the lab may already be closed: nothing left to unsubscribe from
+            log.debug("watch %s: unsubscribe failed", self.display_id, exc_info=True)
+        self._publish()
+
+    @property
+    def active(self) -> bool:
+        return self._unsubscribe is not None
+
+    @property
+    def live_capable(self) -> bool:
+        """True when the shell's display publisher understands ``update_display_data`` (a kernel, a capture).
+
+        IPython's base publisher would print the text form instead, from a background thread: never that.
+        """
+        from IPython.core.displaypub import DisplayPublisher
+
+        return type(self.shell.display_pub).publish is not DisplayPublisher.publish
+
+    def view(self) -> StatsView:
+        with self._lock:
+            return StatsView(self._stats, interval=self._interval, actual=self._actual, reports=self.reports,
+                             state=self._state, note=self._note)
+
+    # background side ---------------------------------------------------------------------------------------------
+    def _on_update(self, update: Any) -> None:
+        """Runs on the lab's background thread: record the change, publish (coalesced).  Never blocks, never raises."""
+        try:
+            kind = getattr(update, "kind", None)
+            with self._lock:
+                if kind == "stats" and getattr(update, "stats", None) is not None:
+                    self._stats = update.stats
+                    self.reports += 1
+                elif kind == "interval":
+                    self._interval = update.interval
+                elif kind == "actual":
+                    self._actual = update.actual
+                elif kind == "disconnected":
+                    self._note = "QEMU went away"
+                else:
+                    return
+            if kind == "disconnected":
+                threading.Thread(target=self.stop, args=("disconnected",), daemon=True).start()
+                return
+            self._publish_coalesced()
+        except Exception:  # a watch must never break the lab's thread
+            log.exception("watch %s: update failed", self.display_id)
+
+    def _publish_coalesced(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._flush_scheduled:
+                return
+            wait = self._last_publish + MIN_UPDATE_GAP - now
+            if wait > 0:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                if loop is not None:
+                    self._flush_scheduled = True
+                    loop.call_later(wait, self._flush)
+                    return
+        self._publish()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+        if self.active:
+            self._publish()
+
+    def _publish(self) -> None:
+        if not self.live_capable:
+            return
+        view = self.view()
+        data, metadata = self.shell.display_formatter.format(view)
+        with self._lock:
+            self._last_publish = time.monotonic()
+        # A fresh context: ipykernel then sends the update with the parent header of the request it handles now
+        # (its global one), not with whatever cell's header the lab's thread happened to copy.  Front ends apply
+        # update_display_data by display id wherever it is; nbclient only reads messages of the running cell.
+        contextvars.Context().run(
+            self.shell.display_pub.publish,
+            data=data, metadata=metadata, transient={"display_id": self.display_id}, update=True,
+        )
+        with self._lock:
+            self.published += 1
+
