@@ -20,10 +20,12 @@ from .errors import (
     BalloonDisconnected,
     BalloonError,
     EmulatorOptionError,
+    GuestExecError,
     GuestImageError,
     LaunchError,
     NoBalloonDevice,
     QMPError,
+    UnsupportedBackend,
     VirtualClockRequired,
 )
 
@@ -35,6 +37,7 @@ _LAZY = {
     "connect": ("balloonlab.balloon", "connect"),
     "launch": ("balloonlab.balloon", "launch"),
     "GuestStats": ("balloonlab.stats", "GuestStats"),
+    "LabUpdate": ("balloonlab.client", "LabUpdate"),
     "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
 }
 
@@ -69,6 +72,7 @@ __all__ = [
     "Balloon",
     "BalloonPanel",
     "GuestStats",
+    "LabUpdate",
     "emulate",
     "connect",
     "launch",
@@ -77,8 +81,10 @@ __all__ = [
     "BalloonDisconnected",
     "NoBalloonDevice",
     "VirtualClockRequired",
+    "UnsupportedBackend",
     "LaunchError",
     "GuestImageError",
+    "GuestExecError",
     "EmulatorOptionError",
     "load_ipython_extension",
     "unload_ipython_extension",

@@ -65,3 +65,213 @@ def stats_for_version(version: tuple[int, int]) -> tuple[StatInfo, ...]:
     """The statistics a QEMU of this version reports, in its wire order."""
     order = WIRE_ORDER_16 if version >= (9, 2) else WIRE_ORDER_10
     return tuple(BY_KEY[k] for k in order)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# GuestStats: one ``guest-stats`` answer, as a read-only mapping.
+# ---------------------------------------------------------------------------------------------------------------
+
+import datetime as _dt
+import html as _html
+from collections.abc import Iterator as _Iterator, Mapping as _Mapping
+from typing import Any as _Any
+
+from .units import format_size as _format_size
+
+
+@dataclass(frozen=True)
+class UsedMemory:
+    """One way of computing "used memory" from the guest's stats, and who computes it that way."""
+
+    name: str  #: short code, e.g. ``"total-available"``
+    formula: str  #: in QMP names
+    needs: tuple[str, ...]  #: stat keys it needs
+    counts_cache_as_used: bool
+    who: str  #: which tool computes it this way (from that tool's sources)
+
+
+#: The three definitions side by side.  ``total-available`` is the one balloonlab recommends: it is what the
+#: guest kernel itself estimates, and it does not call reclaimable page cache "used".
+USED_MEMORY: tuple[UsedMemory, ...] = (
+    UsedMemory(
+        "total-free", "total-memory - free-memory", ("total-memory", "free-memory"), True,
+        "OpenStack Ceilometer's libvirt inspector when the guest reports no 'usable' (libvirt 'available - "
+        "unused'); counts page cache as used, so an idle guest with a warm cache looks full"),
+    UsedMemory(
+        "total-available", "total-memory - available-memory", ("total-memory", "available-memory"), False,
+        "procps-ng 4 `free` / libproc2 'used' (MemTotal - MemAvailable); Ceilometer's libvirt inspector when "
+        "'usable' is reported (libvirt 'available - usable')"),
+    UsedMemory(
+        "total-free-caches", "total-memory - free-memory - disk-caches",
+        ("total-memory", "free-memory", "disk-caches"), False,
+        "close to procps-ng 3.3 `free` 'used' (total - free - buffers - cache); disk-caches is the guest's "
+        "NR_FILE_PAGES (page cache incl. buffers), which does not include reclaimable slab"),
+)
+USED_MEMORY_BY_NAME: dict[str, UsedMemory] = {u.name: u for u in USED_MEMORY}
+
+
+def _tag_order(key: str) -> int:
+    info = BY_KEY.get(key)
+    return info.tag if info is not None else 1000
+
+
+def _decode(value: _Any) -> int | None:
+    if value is None or value == UNSET or value == -1:
+        return None
+    return int(value)
+
+
+def _human(info: StatInfo | None, value: int | None) -> str:
+    if value is None:
+        return "unset"
+    if info is not None and info.unit == "bytes":
+        return _format_size(value)
+    return f"{value:,}"
+
+
+class GuestStats(_Mapping):
+    """One ``qom-get ... guest-stats`` answer: ``stats["free-memory"] -> int | None``.
+
+    Keys are QEMU's names without ``stat-`` and only those this QEMU reported (10 on QEMU < 9.2, 16 from 9.2), in
+    tag order; ``None`` means unset (``18446744073709551615`` on the wire).  ``.raw`` is the exact dict QEMU sent.
+    """
+
+    __slots__ = ("_raw", "_values", "_last_update")
+
+    def __init__(self, raw: dict) -> None:
+        if not isinstance(raw, dict) or not isinstance(raw.get("stats"), dict):
+            raise ValueError(f"not a guest-stats answer: {raw!r}")
+        self._raw = raw
+        wire = raw["stats"]
+        values = {(k[5:] if k.startswith("stat-") else k): _decode(v) for k, v in wire.items()}
+        self._values: dict[str, int | None] = {k: values[k] for k in sorted(values, key=_tag_order)}
+        lu = raw.get("last-update") or 0
+        self._last_update = (
+            _dt.datetime.fromtimestamp(lu, _dt.timezone.utc) if lu else None)
+
+    # Mapping protocol --------------------------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> int | None:
+        if key.startswith("stat-"):
+            key = key[5:]
+        return self._values[key]
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str) and key.startswith("stat-"):
+            key = key[5:]
+        return key in self._values
+
+    def __iter__(self) -> _Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GuestStats):
+            return self._raw == other._raw
+        return _Mapping.__eq__(self, other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # What people ask ---------------------------------------------------------------------------------------------
+    @property
+    def raw(self) -> dict:
+        """The dict exactly as QEMU sent it (``{"stats": {"stat-...": ...}, "last-update": N}``)."""
+        return self._raw
+
+    @property
+    def last_update(self) -> _dt.datetime | None:
+        """When the guest last answered (host wall clock, UTC, whole seconds); ``None`` for never (0)."""
+        return self._last_update
+
+    @property
+    def last_update_seconds(self) -> int:
+        """``last-update`` as on the wire (0 = never)."""
+        return int(self._raw.get("last-update") or 0)
+
+    @property
+    def unset(self) -> tuple[str, ...]:
+        """Keys whose value is unset."""
+        return tuple(k for k, v in self._values.items() if v is None)
+
+    @property
+    def filled(self) -> tuple[str, ...]:
+        """Keys the guest filled in."""
+        return tuple(k for k, v in self._values.items() if v is not None)
+
+    @property
+    def reported(self) -> bool:
+        """True once the guest has ever answered (``last-update`` non-zero)."""
+        return self._last_update is not None
+
+    def get_bytes(self, key: str) -> int | None:
+        """A byte-valued stat, refusing counts, so that ``major-faults`` is never plotted as memory."""
+        info = BY_KEY.get(key[5:] if key.startswith("stat-") else key)
+        if info is None or info.unit != "bytes":
+            raise KeyError(f"{key!r} is not a byte-valued stat")
+        return self.get(info.key)
+
+    def used_memory(self, definition: str = "total-available") -> int | None:
+        """Used memory by one of :data:`USED_MEMORY`'s definitions; ``None`` if a needed stat is unset."""
+        try:
+            d = USED_MEMORY_BY_NAME[definition]
+        except KeyError:
+            raise ValueError(
+                f"unknown definition {definition!r}; choose one of {', '.join(USED_MEMORY_BY_NAME)}") from None
+        values = [self.get(k) for k in d.needs]
+        if any(v is None for v in values):
+            return None
+        total, *rest = values
+        return total - sum(rest)  # type: ignore[operator]
+
+    def used_memory_table(self) -> list[dict]:
+        """All definitions side by side: name, formula, bytes (or None), who uses it."""
+        return [{"definition": d.name, "formula": d.formula, "bytes": self.used_memory(d.name),
+                 "counts_cache_as_used": d.counts_cache_as_used, "who": d.who} for d in USED_MEMORY]
+
+    def to_dict(self) -> dict[str, int | None]:
+        return dict(self._values)
+
+    # Display -----------------------------------------------------------------------------------------------------
+    def _rows(self) -> list[tuple[str, str, str, str, str]]:
+        rows = []
+        for key, value in self._values.items():
+            info = BY_KEY.get(key)
+            shown = "unset" if value is None else str(value)
+            if value is None:
+                wire = self._raw["stats"].get("stat-" + key, self._raw["stats"].get(key))
+                shown = f"unset ({wire})"
+            rows.append((key, shown, info.unit if info else "", _human(info, value), info.meaning if info else ""))
+        return rows
+
+    def _when(self) -> str:
+        if self._last_update is None:
+            return "last-update 0: the guest has never reported"
+        return f"last-update {self.last_update_seconds} ({self._last_update.isoformat()})"
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k!r}: {v!r}" for k, v in self._values.items())
+        return f"GuestStats({{{inner}}}, last_update={self._last_update!r})"
+
+    def _repr_pretty_(self, p: _Any, cycle: bool) -> None:
+        if cycle:
+            p.text("GuestStats(...)")
+            return
+        rows = [("stat", "value", "unit", "human", "meaning"), *self._rows()]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = []
+        for r in rows:
+            lines.append("  ".join(r[i].ljust(widths[i]) if i != 1 else r[i].rjust(widths[i]) for i in range(4))
+                         + "  " + r[4])
+        lines.append(self._when())
+        p.text("\n".join(line.rstrip() for line in lines))
+
+    def _repr_html_(self) -> str:
+        e = _html.escape
+        body = "".join(
+            f"<tr><td><code>{e(k)}</code></td><td style='text-align:right'>{e(v)}</td><td>{e(u)}</td>"
+            f"<td style='text-align:right'>{e(h)}</td><td>{e(m)}</td></tr>"
+            for k, v, u, h, m in self._rows())
+        return ("<table class='balloonlab-stats'><thead><tr><th>stat</th><th>value</th><th>unit</th>"
+                f"<th>human</th><th>meaning</th></tr></thead><tbody>{body}</tbody></table>"
+                f"<p><small>{e(self._when())}</small></p>")

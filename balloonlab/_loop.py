@@ -1,0 +1,117 @@
+"""One private asyncio loop on a daemon thread, shared by every lab in the process.
+
+Why: a Jupyter kernel already runs an asyncio loop, so nothing in balloonlab may call ``run_until_complete`` or
+block that loop for long.  All QMP I/O (``qemu.qmp.QMPClient``) and every in-process emulator live on this one
+background loop; synchronous callers (the ``Balloon`` facade, magics, widget comm handlers on any thread) submit
+coroutines with :func:`run` and wait with a timeout.  One loop for all labs keeps a fleet of labs cheap: no
+thread per lab, no timer per lab unless someone watches.
+
+Exceptions that escape into the loop (a callback that raised, a task whose error nobody retrieved) are a bug in
+balloonlab: the loop's exception handler logs them and keeps them in :func:`loop_errors` so tests can assert that
+the list stays empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import threading
+from typing import Any, Awaitable, Callable, Coroutine, TypeVar
+
+log = logging.getLogger("balloonlab")
+log.addHandler(logging.NullHandler())
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_errors: collections.deque[dict] = collections.deque(maxlen=100)
+
+
+def _handle_exception(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    _errors.append(context)
+    log.error("balloonlab background loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    loop.run_forever()
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The shared background loop, started on first use (a daemon thread named ``balloonlab-loop``)."""
+    global _loop, _thread
+    with _lock:
+        if _loop is not None and _thread is not None and _thread.is_alive():
+            return _loop
+        loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_handle_exception)
+        ready = threading.Event()
+        thread = threading.Thread(target=_serve, args=(loop, ready), name="balloonlab-loop", daemon=True)
+        thread.start()
+        ready.wait()
+        _loop, _thread = loop, thread
+        return loop
+
+
+def in_loop_thread() -> bool:
+    """True when called on the background loop's own thread (where blocking on the loop would deadlock)."""
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the background loop; returns a thread-safe future."""
+    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+    """Run ``coro`` on the background loop and wait for its result from any other thread.
+
+    On timeout the coroutine is cancelled and :class:`TimeoutError` is raised.  Calling this from the loop thread
+    itself (for example from inside a ``lab.subscribe`` callback) would deadlock, so it raises ``RuntimeError``.
+    """
+    if in_loop_thread():
+        coro.close()
+        raise RuntimeError(
+            "a synchronous balloonlab call was made on balloonlab's own background thread (inside a subscribe "
+            "callback?): callbacks must be short and must not call lab methods; hand the work to another thread"
+        )
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"no answer within {timeout} s") from None
+
+
+def call_soon(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a plain callable on the background loop (thread-safe)."""
+    get_loop().call_soon_threadsafe(fn, *args)
+
+
+def spawn(awaitable: Awaitable[Any], name: str) -> asyncio.Task:
+    """Create a task on the current (background) loop whose failure is logged, never left unretrieved."""
+    task = asyncio.ensure_future(awaitable)
+    task.set_name(name)
+    task.add_done_callback(_retrieve)
+    return task
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("balloonlab task %s failed: %r", getattr(task, "get_name", lambda: "?")(), exc, exc_info=exc)
+
+
+def loop_errors() -> list[dict]:
+    """Contexts the background loop's exception handler saw (should stay empty; tests check it)."""
+    return list(_errors)
+
+
+__all__ = ["get_loop", "in_loop_thread", "submit", "run", "call_soon", "spawn", "loop_errors"]

@@ -1,0 +1,406 @@
+"""``Balloon``: the synchronous lab object people, magics and widgets use.
+
+    lab = balloonlab.emulate()                 # an in-process emulated QEMU, spoken to over real QMP
+    lab = balloonlab.connect("/path/qmp.sock") # any QMP server: live QEMU or `balloonlab emulate`
+    lab = balloonlab.launch(memory="512M")     # boots qemu-system-x86_64 with the tiny guest
+
+Every method is a thin synchronous wrapper: the work runs on balloonlab's background loop (``_loop.py``) and the
+caller waits with a timeout, so the facade is safe from a notebook cell (whose thread runs the kernel's own loop),
+from a widget's comm handler thread and from plain scripts alike.  The lab owns what it started: ``close()`` (or
+the context manager, or garbage collection, or interpreter exit) stops the in-process emulator or the live VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from typing import Any, Callable, Coroutine, TypeVar
+
+from . import _loop
+from .client import BalloonClient, LabUpdate
+from .doctor import Diagnosis, diagnose
+from .errors import (BalloonDisconnected, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackend,
+                     VirtualClockRequired)
+from .history import History
+from .stats import GuestStats
+from .units import format_size, parse_duration, parse_size
+
+log = logging.getLogger("balloonlab")
+T = TypeVar("T")
+
+BACKENDS = ("emulated", "live", "connected")
+ADVANCE, STATUS, TRACE, GUEST = ("x-balloonlab-advance", "x-balloonlab-status", "x-balloonlab-trace",
+                                 "x-balloonlab-guest")
+
+
+def _release(client: BalloonClient, emulator: Any, vm: Any, timeout: float) -> None:
+    """Disconnect and stop what the lab started.  Must not reference the Balloon (it runs from its finalizer)."""
+    if _loop.in_loop_thread():  # closed from a subscribe callback: do it in the background, never block the loop
+        threading.Thread(target=_release, args=(client, emulator, vm, timeout), daemon=True).start()
+        return
+    try:
+        _loop.run(client.disconnect(notify="the lab was closed (lab.close())"), timeout)
+    except Exception as exc:
+        log.warning("balloonlab: disconnecting from %s: %r", client.socket_path, exc)
+    if emulator is not None:
+        try:
+            _loop.run(emulator.stop(), timeout)
+        except Exception as exc:
+            log.warning("balloonlab: stopping the emulator at %s: %r", client.socket_path, exc)
+    if vm is not None:
+        try:
+            vm.stop()
+        except Exception as exc:
+            log.warning("balloonlab: stopping QEMU (pid %s): %r", getattr(vm, "pid", "?"), exc)
+
+
+class Balloon:
+    """One VM's balloon device, reached over QMP.  Build it with :func:`emulate`, :func:`connect` or
+    :func:`launch`."""
+
+    def __init__(self, socket_path: str, *, backend: str = "connected", device_path: str | None = None,
+                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}")
+        self.backend = backend
+        self.timeout = timeout
+        self._emulator = emulator
+        self._vm = vm
+        self._client = BalloonClient(socket_path, device_path, command_timeout=timeout)
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
+        try:
+            self._run(self._client.connect(timeout=min(timeout, 5.0)), timeout + 5.0)
+        except BaseException:
+            self.close()
+            raise
+        if history:
+            self._client.history.enabled = True
+
+    # Plumbing --------------------------------------------------------------------------------------------------
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._closed:
+            coro.close()
+            raise BalloonDisconnected("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            return _loop.run(coro, timeout + 1.0)
+        except TimeoutError:
+            raise BalloonDisconnected(
+                f"no answer from QEMU at {self.socket_path} within {timeout:g} s") from None
+
+    def _has(self, command: str) -> bool:
+        return command in self._client.commands
+
+    # The pinned surface (iface.md) -----------------------------------------------------------------------------
+    @property
+    def socket_path(self) -> str:
+        """The QMP unix socket (qmp-shell, `%%qmp` or another tool can attach to it as well)."""
+        return self._client.socket_path
+
+    @property
+    def device_path(self) -> str:
+        """The balloon's QOM path, found by discovery (e.g. ``/machine/peripheral/balloon0``)."""
+        return self._client.device_path or ""
+
+    @property
+    def polling_interval(self) -> int:
+        """``guest-stats-polling-interval`` in seconds, read from the device (0 = off)."""
+        return self._run(self._client.read_interval())
+
+    @polling_interval.setter
+    def polling_interval(self, value: int) -> None:
+        # The value goes to QEMU as given: its own errors ("timer value must be greater than zero", type errors)
+        # come back as QMPError, word for word.
+        self._run(self._client.set_interval(value))
+
+    def stats(self) -> GuestStats:
+        """The guest's latest report (``qom-get guest-stats``)."""
+        return self._run(self._client.read_stats())
+
+    def set_target(self, size: str | int) -> None:
+        """Ask the guest to shrink or grow to ``size`` (``"256M"`` or bytes): QMP ``balloon``.
+
+        QEMU only tells the guest; ``actual`` moves when the guest's driver does (BALLOON_CHANGE events).
+        """
+        if isinstance(size, int) and not isinstance(size, bool):
+            value = size  # as given: QEMU answers 0 or negative with its own error
+        else:
+            value = parse_size(size)
+        self._run(self._client.set_target(value))
+
+    @property
+    def actual(self) -> int:
+        """``query-balloon`` actual: the VM's logical memory size in bytes (RAM minus the balloon)."""
+        value = self._run(self._client.read_actual())
+        if value is None:
+            raise QMPError("DeviceNotActive", "No balloon device has been activated", "query-balloon")
+        return value
+
+    @property
+    def ram_size(self) -> int:
+        """The VM's RAM in bytes (``query-memory-size-summary``)."""
+        return self._client.ram_size or 0
+
+    @property
+    def events(self) -> list[dict]:
+        """QMP events received so far (bounded; wire dicts with timestamp, event, data)."""
+        return self._client.events_snapshot()
+
+    @property
+    def history(self) -> History:
+        """Samples and events; records while anything subscribes or ``history.enabled`` is True."""
+        return self._client.history
+
+    def qmp(self, command: str, _arguments: dict | None = None, /, **arguments: Any) -> Any:
+        """Any QMP command: ``lab.qmp("qom-list", path="/machine/peripheral")``; raises QMPError.
+
+        Arguments whose names are not Python identifiers go in a dict: ``lab.qmp("cmd", {"a-b": 1})``.
+        """
+        args = dict(_arguments or {}, **arguments)
+        result = self._run(self._client.execute(command, args or None))
+        if command in ("qom-set", "cont", "stop", "system_reset", "balloon"):
+            self._client._refresh_meta = True
+            _loop.call_soon(self._client._poke)
+        return result
+
+    def advance(self, duration: str | float) -> None:
+        """Move the emulator's virtual clock forward (``"30s"``, ``"5m"``, 12.5): every due timer runs in order."""
+        seconds = parse_duration(duration)
+        if not self._has(ADVANCE):
+            raise VirtualClockRequired(
+                f"advance() needs an emulated lab on a virtual clock; this {self.backend} lab "
+                f"({self.qemu_version or 'unknown QEMU'}) runs on real time. Use "
+                "balloonlab.emulate(clock='virtual') (or `balloonlab emulate --clock virtual`), or just wait.")
+        try:
+            self._run(self._client.execute(ADVANCE, {"seconds": seconds}))
+        except QMPError as exc:
+            if exc.error_class == "GenericError" and "virtual" in exc.desc:
+                raise VirtualClockRequired(
+                    f"{exc.desc} -- this lab's emulator runs on real time; start one with "
+                    "balloonlab.emulate(clock='virtual')") from None
+            raise
+        _loop.call_soon(self._client._poke)
+
+    def trace(self, since: int = 0) -> dict:
+        """The stats virtqueue exchanges the emulator recorded (``x-balloonlab-trace``); emulated labs only."""
+        self._require(TRACE, "trace()")
+        return self._run(self._client.execute(TRACE, {"path": self.device_path, "since": since}))
+
+    def guest(self, action: str, **params: Any) -> Any:
+        """Control the emulated guest (workloads, stop/start answering): ``x-balloonlab-guest``."""
+        self._require(GUEST, "guest()")
+        result = self._run(self._client.execute(GUEST, {"action": action, **params}))
+        _loop.call_soon(self._client._poke)
+        return result
+
+    def guest_exec(self, command: str, timeout: float = 30) -> str:
+        """Run a shell command inside a launched live guest and return its output."""
+        if self._vm is None:
+            raise UnsupportedBackend(
+                f"guest_exec() runs commands in a VM started by balloonlab.launch(); this lab is {self.backend}"
+                + (" (use lab.guest(action, ...) to drive the emulated guest)" if self.backend == "emulated" else ""))
+        return self._vm.exec(command, timeout=timeout)
+
+    def doctor(self) -> Diagnosis:
+        """Why the stats look the way they do (polling off, no driver, paused, stale, partial...)."""
+        stats = self.stats()
+        interval = self.polling_interval
+        status = self._run(self._client.read_status())
+        return diagnose(stats, interval, now=self._wall_now(), running=bool(status.get("running")),
+                        status=status.get("status"))
+
+    def subscribe(self, callback: Callable[[LabUpdate], None]) -> Callable[[], None]:
+        """Call ``callback(update)`` on balloonlab's background thread whenever something changes; returns
+        unsubscribe.  Callbacks must be short, must not block and must not call lab methods synchronously."""
+        return self._client.subscribe(callback)
+
+    def reconnect(self, timeout: float = 5.0) -> None:
+        """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over."""
+        if self._closed:
+            raise BalloonDisconnected("this lab is closed; start a new one")
+        self._run(self._client.disconnect())
+        self._run(self._client.connect(timeout=timeout), timeout + self.timeout)
+
+    def close(self) -> None:
+        """Disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> "Balloon":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # Additions (not in iface.md; for magics, widgets and people) ----------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connected(self) -> bool:
+        return not self._closed and self._client.connected
+
+    @property
+    def watching(self) -> bool:
+        """True while the background watcher polls (someone subscribes or history records)."""
+        return self._client.watching
+
+    @property
+    def qemu_version(self) -> str | None:
+        """From the QMP greeting, e.g. ``"7.2.22"``."""
+        return self._client.qemu_version
+
+    @property
+    def running(self) -> bool:
+        """Whether the VM runs (``query-status``)."""
+        return bool(self._run(self._client.read_status()).get("running"))
+
+    @property
+    def devices(self) -> list[str]:
+        """Every balloon device discovery found (``device_path`` is the first)."""
+        return list(self._client.devices)
+
+    @property
+    def last_stats(self) -> GuestStats | None:
+        """The most recent stats seen (by a call or the watcher), without asking QEMU."""
+        return self._client.last_stats
+
+    @property
+    def emulator(self) -> Any:
+        """The in-process Emulator (emulated labs), else None."""
+        return self._emulator
+
+    @property
+    def vm(self) -> Any:
+        """The LiveVM (launched labs), else None."""
+        return self._vm
+
+    def status(self) -> dict:
+        """``query-status``."""
+        return self._run(self._client.read_status())
+
+    def emulator_status(self) -> dict:
+        """``x-balloonlab-status`` of an emulator (clock, guest model, device holders)."""
+        self._require(STATUS, "emulator_status()")
+        return self._run(self._client.execute(STATUS))
+
+    def info(self) -> dict:
+        """A summary for ``%balloon info``: where, what, and the current settings."""
+        return {
+            "backend": self.backend, "socket_path": self.socket_path, "device_path": self.device_path,
+            "devices": self.devices, "qemu_version": self.qemu_version, "ram_size": self.ram_size,
+            "polling_interval": self.polling_interval, "actual": self.actual, "status": self.status().get("status"),
+            "virtual_clock": self._has(ADVANCE) and self._virtual_clock(), "watching": self.watching,
+            "history_samples": len(self.history), "events": len(self._client.events),
+        }
+
+    def __repr__(self) -> str:
+        if self._closed:
+            return f"<Balloon {self.backend} (closed) {self.socket_path}>"
+        state = "connected" if self._client.connected else "disconnected"
+        ram = format_size(self._client.ram_size) if self._client.ram_size else "?"
+        return (f"<Balloon {self.backend} {state} QEMU {self.qemu_version or '?'} RAM {ram} "
+                f"{self.device_path} via {self.socket_path}>")
+
+    # Helpers ---------------------------------------------------------------------------------------------------
+    def _require(self, command: str, what: str) -> None:
+        if not self._has(command):
+            raise UnsupportedBackend(
+                f"{what} needs an emulated lab (balloonlab.emulate() or `balloonlab emulate`); this {self.backend} "
+                f"lab's QEMU has no {command} command")
+
+    def _virtual_clock(self) -> bool:
+        try:
+            return self.emulator_status().get("clock") == "virtual"
+        except (QMPError, UnsupportedBackend):
+            return False
+
+    def _wall_now(self) -> float:
+        """The clock last-update is on: the host's, except for an emulator on a virtual clock (its own)."""
+        if not self._has(STATUS):
+            return time.time()
+        try:
+            st = self.emulator_status()
+        except QMPError:
+            return time.time()
+        if st.get("clock") != "virtual":
+            return time.time()
+        if isinstance(st.get("wall-clock"), (int, float)):
+            return float(st["wall-clock"])
+        if self._emulator is not None:  # in-process: ask the emulator's clock on its own (loop) thread
+            emu = self._emulator
+
+            async def read() -> float:
+                return float(emu.clock.wall_time())
+
+            return self._run(read())
+        return time.time()
+
+
+# Constructors --------------------------------------------------------------------------------------------------
+def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
+    """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
+    return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
+
+
+def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
+            id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
+            socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
+    """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
+
+    Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
+    legacy ``-balloon virtio`` placement) so the doc's examples run verbatim; ``id="balloon0"`` puts it at
+    ``/machine/peripheral/balloon0``.  ``memory`` like ``-m`` (a bare number is MiB).
+    """
+    try:
+        from .emulator import Emulator
+        from .emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+    except ImportError as exc:
+        raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
+    if guest not in GUEST_MODELS:
+        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
+    if clock not in CLOCKS:
+        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
+    if str(qemu_version) not in QEMU_VERSIONS:
+        raise EmulatorOptionError(
+            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
+    try:
+        ram = parse_size(memory, default_unit="M")
+    except ValueError as exc:
+        raise EmulatorOptionError(str(exc)) from None
+    config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
+                           qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed)
+
+    async def start() -> Any:
+        emu = Emulator(config, socket_path)
+        await emu.start()
+        return emu
+
+    emu = _loop.run(start(), timeout)
+    # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
+    return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
+
+
+def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0, **options: Any) -> Balloon:
+    """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
+
+    ``options`` go to :meth:`balloonlab.live.launcher.LiveVM.start` (``balloon_id``, ``paused``, ``guest``,
+    ``accel``, ``extra_args``, ``image``, ``workdir``, ``timeout``...).  ``close()`` stops QEMU again.
+    """
+    try:
+        from .live.launcher import LiveVM
+    except ImportError as exc:
+        raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
+    vm = LiveVM.start(memory=memory, **options)
+    return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
+
+
+__all__ = ["Balloon", "LabUpdate", "connect", "emulate", "launch"]

@@ -1,0 +1,439 @@
+"""The async balloon client: one QMP connection (``qemu.qmp.QMPClient``) to one VM's balloon device.
+
+It runs on balloonlab's background loop (``_loop.py``); the synchronous :class:`~balloonlab.balloon.Balloon` facade
+drives it.  It does the things every front end needs and none of them should repeat:
+
+* discovery: the balloon under ``/machine/peripheral`` or ``/machine/peripheral-anon`` (``child<virtio-balloon...>``
+  with a ``guest-stats-polling-interval`` property);
+* commands, with QEMU's error replies turned into :class:`~balloonlab.errors.QMPError` (class and desc verbatim) and
+  a lost connection into :class:`~balloonlab.errors.BalloonDisconnected` (never a hang: the reader sees EOF at once,
+  and every command has a timeout);
+* events: every QMP event goes to a bounded ``events`` record and to subscribers; BALLOON_CHANGE updates ``actual``
+  for free, STOP/RESUME/RESET update the run state;
+* the watcher: a task that exists only while somebody subscribes or history records.  It reads ``guest-stats``
+  at up to 2 Hz (slower when polling is off or the VM is paused), the interval every 2 s (another client may have
+  changed it), and tells subscribers only what changed.  With nobody watching, a lab costs nothing but an idle
+  socket, so a hundred labs in one process are cheap.
+
+``qemu.qmp``'s default event listener keeps every event forever (and queues them for a reader that does not
+exist here); this client dispatches events itself instead, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from qemu.qmp import QMPClient
+from qemu.qmp.protocol import ConnectError, Runstate, StateError
+from qemu.qmp.qmp_client import ExecInterruptedError, ExecuteError
+
+from . import _loop
+from .errors import BalloonDisconnected, NoBalloonDevice, QMPError
+from .history import History
+from .stats import GuestStats
+
+log = logging.getLogger("balloonlab.client")
+_qmp_log = logging.getLogger("balloonlab.qmp")
+
+#: Where QEMU puts -device children (with and without id=).
+PERIPHERAL_CONTAINERS = ("/machine/peripheral", "/machine/peripheral-anon")
+INTERVAL_PROPERTY = "guest-stats-polling-interval"
+#: Watcher pacing (seconds): fastest stats read, slowest, and how often to re-read the interval.
+FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
+UPDATE_KINDS = ("stats", "interval", "actual", "event", "disconnected")
+
+
+@dataclass(frozen=True)
+class LabUpdate:
+    """What changed, as delivered to ``lab.subscribe`` callbacks (on balloonlab's background thread)."""
+
+    kind: str  #: "stats" | "interval" | "actual" | "event" | "disconnected"
+    stats: GuestStats | None = None
+    interval: int | None = None
+    actual: int | None = None
+    event: dict | None = None
+    error: str | None = None  #: for "disconnected": why
+    time: float = field(default_factory=time.time)  #: host time it was observed
+
+
+class _QMP(QMPClient):
+    """QMPClient that hands events to one callback instead of queueing them in unbounded listeners."""
+
+    def __init__(self, on_event: Callable[[dict], None]) -> None:
+        super().__init__()
+        self.logger = _qmp_log
+        self._on_event = on_event
+        self.reaper: asyncio.Task | None = None
+
+    async def _event_dispatch(self, msg: Any) -> None:
+        try:
+            self._on_event(dict(msg))
+        except Exception:  # an event must never kill the reader task
+            log.exception("balloonlab: handling QMP event %r failed", msg)
+
+
+class BalloonClient:
+    """One connection to one balloon device.  Every coroutine runs on balloonlab's background loop."""
+
+    def __init__(self, socket_path: str, device_path: str | None = None, *, history: History | None = None,
+                 command_timeout: float = 10.0, max_events: int = 1000) -> None:
+        self.socket_path = str(socket_path)
+        self.device_path = device_path
+        self._explicit_device = device_path is not None
+        self.command_timeout = command_timeout
+        self.devices: list[str] = []
+        self.qemu_version: str | None = None
+        self.greeting: dict | None = None
+        self.commands: frozenset[str] = frozenset()
+        self.ram_size: int | None = None
+        self.interval: int | None = None
+        self.actual: int | None = None
+        self.last_stats: GuestStats | None = None
+        self.status: str | None = None
+        self.running: bool | None = None
+        self.events: collections.deque[dict] = collections.deque(maxlen=max_events)
+        self._events_lock = threading.Lock()  # appended on the loop, copied from any thread
+        self.history = history if history is not None else History()
+        self.history.on_enabled_change = lambda: _loop.call_soon(self._update_watcher)
+        self.disconnect_reason: str | None = None
+
+        self._qmp: _QMP | None = None
+        self._connected = False
+        self._closing = False
+        self._subscribers: dict[int, Callable[[LabUpdate], None]] = {}
+        self._sub_lock = threading.Lock()
+        self._next_sub = 0
+        self._watch_task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+        self._refresh_meta = True
+        self._last_raw: dict | None = None
+
+    # Connection ------------------------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected and self._qmp is not None and self._qmp.runstate == Runstate.RUNNING
+
+    async def connect(self, timeout: float = 5.0) -> None:
+        """Connect, negotiate, find the balloon, read the basics; start watching if anyone wants updates."""
+        if self.connected:
+            return
+        self._closing = False
+        qmp = _QMP(self._on_event)
+        try:
+            await asyncio.wait_for(qmp.connect(self.socket_path), timeout)
+        except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
+            await self._discard(qmp)
+            cause = getattr(exc, "exc", None) or exc
+            why = (f"no QMP greeting within {timeout:g} s" if isinstance(cause, asyncio.TimeoutError)
+                   else str(cause) or type(cause).__name__)
+            raise BalloonDisconnected(
+                f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
+                "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "
+                "holding the socket's only connection?") from None
+        self._qmp = qmp
+        self._connected = True
+        self.disconnect_reason = None
+        self._wake = asyncio.Event()
+        _loop.spawn(self._monitor(qmp), "balloonlab-monitor")
+        try:
+            await self._read_basics()
+        except BaseException:
+            await self.disconnect()
+            raise
+        self._update_watcher()
+
+    async def _read_basics(self) -> None:
+        greeting = self._qmp.greeting
+        raw = getattr(greeting, "_raw", None) or {}
+        self.greeting = dict(raw)
+        v = (raw.get("QMP", {}).get("version", {}) or {}).get("qemu", {})
+        if v:
+            self.qemu_version = f"{v.get('major')}.{v.get('minor')}.{v.get('micro')}"
+        cmds = await self.execute("query-commands")
+        self.commands = frozenset(c["name"] for c in cmds)
+        await self._discover()
+        try:
+            mem = await self.execute("query-memory-size-summary")
+            self.ram_size = int(mem["base-memory"]) + int(mem.get("plugged-memory", 0))
+        except QMPError:
+            self.ram_size = None
+        await self.read_status()
+        await self.read_interval()
+        await self.read_actual()
+        self._refresh_meta = False
+
+    async def _discover(self) -> None:
+        if self._explicit_device:
+            assert self.device_path is not None
+            if not await self._is_balloon(self.device_path):
+                raise NoBalloonDevice(
+                    f"{self.device_path} is not a virtio-balloon device (it has no {INTERVAL_PROPERTY} property); "
+                    "leave device_path out to let balloonlab find the balloon")
+            self.devices = [self.device_path]
+            return
+        found: list[str] = []
+        for parent in PERIPHERAL_CONTAINERS:
+            try:
+                children = await self.execute("qom-list", {"path": parent})
+            except QMPError:
+                continue  # QEMU creates these containers lazily
+            for child in children:
+                if str(child.get("type", "")).startswith("child<virtio-balloon"):
+                    path = f"{parent}/{child['name']}"
+                    if await self._is_balloon(path):
+                        found.append(path)
+        if not found:
+            raise NoBalloonDevice(
+                f"QEMU at {self.socket_path} has no virtio-balloon device under /machine/peripheral or "
+                "/machine/peripheral-anon. Start it with -device virtio-balloon-pci,id=balloon0 (or hot-plug one: "
+                "device_add driver=virtio-balloon-pci id=balloon0).")
+        found.sort(key=lambda p: (not p.startswith("/machine/peripheral/"), p))
+        if self.device_path not in found:
+            self.device_path = found[0]
+        self.devices = found
+
+    async def _is_balloon(self, path: str) -> bool:
+        try:
+            props = await self.execute("qom-list", {"path": path})
+        except QMPError:
+            return False
+        return any(p.get("name") == INTERVAL_PROPERTY for p in props)
+
+    async def _monitor(self, qmp: _QMP) -> None:
+        """Notice a lost connection at once (the reader sees EOF) and reap the QMPClient's tasks."""
+        while qmp.runstate == Runstate.RUNNING:
+            await qmp.runstate_changed()
+        reason = await self._reap(qmp)
+        if qmp is not self._qmp or self._closing:
+            return
+        self._connected = False
+        self.disconnect_reason = reason or "the server closed the connection"
+        self._poke()
+        self._notify(LabUpdate("disconnected", error=self.disconnected_message()))
+
+    async def _reap(self, qmp: _QMP) -> str | None:
+        if qmp.reaper is None:
+            qmp.reaper = _loop.spawn(self._disconnect_quietly(qmp), "balloonlab-reap")
+        return await asyncio.shield(qmp.reaper)
+
+    @staticmethod
+    async def _disconnect_quietly(qmp: _QMP) -> str | None:
+        try:
+            await qmp.disconnect()
+        except EOFError:
+            return "QEMU closed the connection (end of file)"
+        except Exception as exc:  # whatever ended the reader: it is the reason, not an error of ours
+            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return None
+
+    async def _discard(self, qmp: _QMP) -> None:
+        if qmp.runstate != Runstate.IDLE:
+            await self._reap(qmp)
+
+    def disconnected_message(self) -> str:
+        return (f"lost the QMP connection to {self.socket_path} ({self.disconnect_reason or 'not connected'}): "
+                "QEMU exited or closed the socket. Call lab.reconnect() once it is back.")
+
+    async def disconnect(self, notify: str | None = None) -> None:
+        """Close the connection (idempotent); keeps subscribers, history and events for a later reconnect.
+
+        ``notify``: tell subscribers with a "disconnected" update carrying this reason (``lab.close()`` does, so a
+        live view can say the lab is gone; ``reconnect()`` does not).
+        """
+        was_connected = self._connected
+        self._closing = True
+        self._connected = False
+        self._poke()
+        task, self._watch_task = self._watch_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        qmp = self._qmp
+        if qmp is not None:
+            await self._discard(qmp)
+        if notify and was_connected:
+            self.disconnect_reason = notify
+            self._notify(LabUpdate("disconnected", error=notify))
+
+    # Commands --------------------------------------------------------------------------------------------------
+    async def execute(self, command: str, arguments: dict | None = None, timeout: float | None = None) -> Any:
+        """Run one QMP command; QMPError for QEMU's error reply, BalloonDisconnected for a lost QEMU."""
+        qmp = self._qmp
+        if qmp is None or not self._connected or qmp.runstate != Runstate.RUNNING:
+            raise BalloonDisconnected(self.disconnected_message())
+        timeout = self.command_timeout if timeout is None else timeout
+        try:
+            return await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
+        except ExecuteError as exc:
+            raise QMPError(exc.error_class, exc.error.error.desc, command) from None
+        except (ExecInterruptedError, StateError, EOFError, ConnectionError, BrokenPipeError) as exc:
+            self.disconnect_reason = self.disconnect_reason or f"{type(exc).__name__}: {exc}"
+            raise BalloonDisconnected(self.disconnected_message()) from None
+        except asyncio.TimeoutError:
+            raise BalloonDisconnected(
+                f"QEMU at {self.socket_path} did not answer {command!r} within {timeout:g} s (is it stopped with "
+                "SIGSTOP, or stuck?)") from None
+
+    async def qom_get(self, prop: str) -> Any:
+        return await self.execute("qom-get", {"path": self.device_path, "property": prop})
+
+    async def read_stats(self) -> GuestStats:
+        raw = await self.qom_get("guest-stats")
+        return self._observe_stats(raw)
+
+    async def read_interval(self) -> int:
+        value = await self.qom_get(INTERVAL_PROPERTY)
+        self._observe_interval(int(value))
+        return int(value)
+
+    async def set_interval(self, value: Any) -> None:
+        """qom-set exactly the value given, so QEMU's own errors (type, range) come back verbatim."""
+        await self.execute("qom-set", {"path": self.device_path, "property": INTERVAL_PROPERTY, "value": value})
+        await self.read_interval()
+        self._poke()
+
+    async def read_actual(self) -> int | None:
+        try:
+            value = (await self.execute("query-balloon"))["actual"]
+        except QMPError:
+            return None
+        self._observe_actual(int(value))
+        return int(value)
+
+    async def set_target(self, size: int) -> None:
+        await self.execute("balloon", {"value": size})
+        self._poke()
+
+    async def read_status(self) -> dict:
+        st = await self.execute("query-status")
+        self.status = st.get("status")
+        self.running = bool(st.get("running"))
+        return st
+
+    # Observations: one place decides what changed and tells subscribers ---------------------------------------
+    def _observe_stats(self, raw: dict) -> GuestStats:
+        if raw == self._last_raw and self.last_stats is not None:
+            return self.last_stats
+        stats = GuestStats(raw)
+        self._last_raw = raw
+        self.last_stats = stats
+        if self._demand():
+            self.history.add(time.time(), stats, self.interval, self.actual)
+        self._notify(LabUpdate("stats", stats=stats))
+        return stats
+
+    def _observe_interval(self, value: int) -> None:
+        if value != self.interval:
+            self.interval = value
+            self._notify(LabUpdate("interval", interval=value))
+
+    def _observe_actual(self, value: int) -> None:
+        if value != self.actual:
+            self.actual = value
+            self._notify(LabUpdate("actual", actual=value))
+
+    def events_snapshot(self) -> list[dict]:
+        """The recorded events, oldest first (safe from any thread)."""
+        with self._events_lock:
+            return list(self.events)
+
+    def _on_event(self, event: dict) -> None:
+        with self._events_lock:
+            self.events.append(event)
+        self.history.add_event(event)
+        name = event.get("event")
+        if name == "STOP":
+            self.running, self.status = False, "paused"
+        elif name == "RESUME":
+            self.running, self.status = True, "running"
+        elif name in ("RESET", "SHUTDOWN", "WAKEUP", "SUSPEND"):
+            self._refresh_meta = True
+        self._notify(LabUpdate("event", event=event))
+        if name == "BALLOON_CHANGE":
+            actual = (event.get("data") or {}).get("actual")
+            if isinstance(actual, int):
+                self._observe_actual(actual)
+        self._poke()
+
+    # Subscriptions and the watcher -----------------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[LabUpdate], None]) -> Callable[[], None]:
+        """Thread-safe; returns an idempotent unsubscribe function."""
+        with self._sub_lock:
+            key = self._next_sub
+            self._next_sub += 1
+            self._subscribers[key] = callback
+        _loop.call_soon(self._update_watcher)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                self._subscribers.pop(key, None)
+            _loop.call_soon(self._update_watcher)
+
+        return unsubscribe
+
+    @property
+    def watching(self) -> bool:
+        """True while the watcher task runs."""
+        return self._watch_task is not None and not self._watch_task.done()
+
+    def _demand(self) -> bool:
+        return bool(self._subscribers) or self.history.enabled
+
+    def _notify(self, update: LabUpdate) -> None:
+        with self._sub_lock:
+            callbacks = list(self._subscribers.values())
+        for cb in callbacks:
+            try:
+                cb(update)
+            except Exception:
+                log.exception("balloonlab: a subscribe callback raised (callbacks must not raise)")
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _update_watcher(self) -> None:
+        """On the loop: start the watcher when wanted and connected; a running one exits by itself."""
+        if self._demand() and self.connected and not self.watching:
+            self._watch_task = _loop.spawn(self._watch(), "balloonlab-watch")
+        else:
+            self._poke()
+
+    def _stats_period(self) -> float:
+        if not self.running or not self.interval:
+            return SLOWEST
+        return min(SLOWEST, max(FASTEST, self.interval / 2))
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_meta = loop.time() + META_PERIOD
+        wake = self._wake
+        assert wake is not None
+        while self._demand() and self.connected:
+            wake.clear()
+            try:
+                if self._refresh_meta or loop.time() >= next_meta:
+                    if self._refresh_meta:
+                        self._refresh_meta = False
+                        await self.read_status()
+                        await self.read_actual()
+                    await self.read_interval()
+                    next_meta = loop.time() + META_PERIOD
+                await self.read_stats()
+            except BalloonDisconnected:
+                return
+            except QMPError as exc:  # e.g. the device was unplugged: say so once per period, keep going
+                log.warning("balloonlab watcher: %s", exc)
+            try:
+                await asyncio.wait_for(wake.wait(), self._stats_period())
+            except asyncio.TimeoutError:
+                pass
+
+
+__all__ = ["BalloonClient", "LabUpdate", "UPDATE_KINDS", "PERIPHERAL_CONTAINERS"]
