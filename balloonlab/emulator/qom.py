@@ -13,38 +13,22 @@ newest first within a bucket), so replies look byte-for-byte like QEMU's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import Any
 
 from ..errors import QMPError
+from .jsonstream import qdict_ordered
 
-_BUCKETS = 512
-
-
-def _tdb_hash(name: str) -> int:
-    data = name.encode()
-    value = (0x238F13AF * len(data)) & 0xFFFFFFFF
-    for i, c in enumerate(data):
-        value = (value + (c << (i * 5 % 24))) & 0xFFFFFFFF
-    return (1103515243 * value + 12345) & 0xFFFFFFFF
-
-
-_ORDER_CACHE: dict[tuple[str, ...], tuple[str, ...]] = {}
-
-
-def qdict_order(keys: Iterable[str]) -> tuple[str, ...]:
-    """Keys inserted in this order, in the order QEMU's QDict (and so its JSON output) lists them."""
-    keys = tuple(keys)
-    order = _ORDER_CACHE.get(keys)
-    if order is None:
-        ranked = sorted(enumerate(keys), key=lambda p: (_tdb_hash(p[1]) % _BUCKETS, -p[0]))
-        order = _ORDER_CACHE[keys] = tuple(k for _, k in ranked)
-    return order
+@lru_cache(maxsize=512)
+def _qdict_order(keys: tuple[str, ...]) -> tuple[str, ...]:
+    # The emulator's own replies use a few fixed key sets: remember their order (bounded, so never a leak).
+    return tuple(qdict_ordered(dict.fromkeys(keys)))
 
 
 def qdict(pairs: Iterable[tuple[str, Any]]) -> dict:
     """A dict built from ``pairs`` (in QEMU's insertion order), reordered as QEMU would print it."""
     d = dict(pairs)
-    return {k: d[k] for k in qdict_order(d)}
+    return {k: d[k] for k in _qdict_order(tuple(d))}
 
 
 def type_error(name: str, expected: str) -> QMPError:
