@@ -1,0 +1,467 @@
+"""``BalloonPanel(lab)``: the lab as one widget -- sliders, live stats, doctor, plot, event log, virtqueue.
+
+Threads, and why each part runs where it does:
+
+* The panel is built and displayed in the cell (the kernel's thread); every view is created there.
+* ``lab.subscribe`` calls :meth:`BalloonPanel._on_update` on the lab's background loop thread.  That callback only
+  queues the update (:class:`~balloonlab.widgets._pump.UpdatePump`): the loop must never block, and lab methods
+  cannot be called from it.
+* The pump's thread applies queued updates in batches (at most ``max_rate`` per second), pushing cheap samples
+  into the views and then rendering each view once; a view sends a message only when its state really changed.
+  It also runs what the sliders request (``lab.polling_interval = n``, ``lab.set_target``), so a comm handler
+  never waits on QMP and a refusal from QEMU lands in the status line instead of in a handler's traceback.
+* Nothing here uses ``Output`` widgets, ``print`` or ``clear_output`` from a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import ipywidgets as widgets
+from traitlets import Bool, Float, Int, Unicode, observe, validate
+
+from ..doctor import diagnose
+from ..errors import BalloonError, QMPError
+from ..units import format_size
+from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
+from ._pump import UpdatePump
+from .controls import MiB, IntervalControl, TargetControl
+from .events import EventLog, event_time
+from .plot import MemoryPlot
+from .stats_table import DoctorView, LastUpdateView, StatsTable
+from .virtqueue import VirtqueueView
+
+log = logging.getLogger("balloonlab.widgets")
+
+#: Events marked on the plot as run-state changes (BALLOON_CHANGE has its own marker).
+STATE_EVENTS = frozenset({"STOP", "RESUME", "RESET", "SHUTDOWN", "POWERDOWN", "SUSPEND", "WAKEUP"})
+#: What an event says about the run state (query-status's running and status).
+RUN_STATE = {"STOP": (False, "paused"), "RESUME": (True, "running"), "SHUTDOWN": (False, "shutdown")}
+
+
+def _describe_error(exc: BaseException) -> str:
+    if isinstance(exc, QMPError):
+        return f"QEMU refused it: {exc.error_class}: {exc.desc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def close_tree(root: widgets.Widget, skip: widgets.Widget | None = None) -> None:
+    """Close ``root`` and every widget reachable through its synced traits (children, marks, scales, layouts).
+
+    ``Box.close`` closes only the box; a panel owns a few dozen widgets (bqplot alone makes scales, axes, marks
+    and their layouts), each registered in the kernel until closed.
+    """
+    seen: set[int] = set()
+    stack: list[Any] = [root]
+    found: list[widgets.Widget] = []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, widgets.Widget):
+            if id(item) in seen:
+                continue
+            seen.add(id(item))
+            found.append(item)
+            stack.extend(getattr(item, key, None) for key in item.keys)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    for w in found:
+        if w is not skip:
+            w.close()
+
+
+class BalloonPanel(widgets.VBox):
+    """Everything about one lab's balloon, live: ``BalloonPanel(lab)`` (what ``%balloon panel`` shows).
+
+    Public parts: ``interval_slider`` and ``target_slider`` (ipywidgets ``IntSlider``), ``stats_table``,
+    ``last_update``, ``doctor``, ``plot``, ``events``, ``virtqueue`` (None unless the lab is emulated),
+    ``status_line``.  :meth:`close` unsubscribes from the lab and closes every widget the panel made.
+    """
+
+    max_points = Int(600, help="Reports kept in the plot's window (older ones drop out).")
+    max_events = Int(100, help="Entries kept in the event log.")
+    max_rate = Float(10.0, help="Most view updates per second sent to the browser (bursts are batched).")
+    doctor_period = Float(2.0, help="Least seconds between two lab.doctor() calls (four QMP round trips), made "
+                                    "only where the panel cannot diagnose by itself (a virtual clock).")
+    status = Unicode("", help="The status line: what the panel last did, or why it could not.")
+    status_severity = Unicode("info", help="'info', 'ok', 'warning' or 'error': the status line's colour.")
+    connected = Bool(True, help="False once the lab reported that its QMP connection is gone.")
+
+    def __init__(self, lab: Any, *, max_points: int = 600, max_events: int = 100, max_rate: float = 10.0,
+                 **kwargs: Any) -> None:
+        super().__init__(max_points=max_points, max_events=max_events, max_rate=max_rate, **kwargs)
+        self.lab = lab
+        self.add_class("balloonlab-panel")
+        self._closed = False
+        self._virtual_clock = False
+        self._device_time: float | None = None  # newest device-side timestamp seen (last-update, events)
+        self._last_interval: int | None = None
+        self._doctor_due = True
+        self._doctor_at = 0.0
+        self._running: bool | None = None  # run state, from query-status and then STOP/RESUME/SHUTDOWN events
+        self._run_status: str | None = None
+        self._trace_due = False
+        self._trace_at = 0.0
+
+        self.header = widgets.HTML()
+        self.header.add_class("balloonlab-header")
+        self.status_line = widgets.HTML()
+        self.status_line.add_class("balloonlab-status")
+        # RAM from query-memory-size-summary; a QEMU without it: the actual size at start is the best guess.
+        ram_size = self._quietly(lambda: lab.ram_size or lab.actual, 0) or 0
+        self.interval_control = IntervalControl(self._request_interval)
+        self.target_control = TargetControl(ram_size, self._request_target)
+        self.interval_slider: widgets.IntSlider = self.interval_control.slider
+        self.target_slider: widgets.IntSlider = self.target_control.slider
+        self.stats_table = StatsTable()
+        self.last_update = LastUpdateView()
+        self.doctor = DoctorView()
+        self.plot = MemoryPlot(max_points=max_points, ram_size=ram_size)
+        self.events = EventLog(max_events=max_events)
+        self.virtqueue: VirtqueueView | None = None
+        if getattr(lab, "backend", None) == "emulated":
+            self.virtqueue = VirtqueueView()
+
+        stats_box = widgets.VBox([self.stats_table, self.last_update, self.doctor])
+        stats_box.add_class("balloonlab-stats-box")
+        middle = widgets.HBox([stats_box, self.events], layout=widgets.Layout(flex_flow="row wrap"))
+        self.children = [
+            style_widget(), self.header, self.status_line,
+            widgets.HBox([self.interval_control, self.target_control], layout=widgets.Layout(flex_flow="row wrap")),
+            middle, self.plot, *([self.virtqueue] if self.virtqueue is not None else []),
+        ]
+
+        # Subscribe before reading the initial state: an update that races the reads is queued, not lost; the
+        # pump's thread starts only once the views hold that state, so only one thread ever writes them.
+        self._pump = UpdatePump(self._apply, tick=self._tick, on_error=self._show_error,
+                                min_gap=1.0 / max_rate, name="balloonlab-panel", start=False)
+        self._unsubscribe: Callable[[], None] | None = lab.subscribe(self._on_update)
+        try:
+            self._load_initial_state(lab)
+        except BaseException:
+            self.close()  # no half-built panel left subscribed
+            raise
+        self._pump.start()
+
+    # -- construction ------------------------------------------------------------------------------------------
+    def _quietly(self, read: Callable[[], Any], default: Any = None) -> Any:
+        try:
+            return read()
+        except BalloonError as exc:
+            self._set_status(f"could not read the lab: {_describe_error(exc)}", "error")
+            return default
+
+    def _load_initial_state(self, lab: Any) -> None:
+        info = []
+        backend = getattr(lab, "backend", "?")
+        if backend == "emulated":
+            status = self._quietly(lambda: lab.qmp("x-balloonlab-status"), {}) or {}
+            self._virtual_clock = status.get("clock") == "virtual"
+            self.last_update.virtual_clock = self._virtual_clock
+            info.append(f"emulated QEMU {esc(str(status.get('qemu-version', '')))}, guest "
+                        f"<b>{esc(str(status.get('guest', '?')))}</b>, {esc(str(status.get('clock', '?')))} clock")
+        else:
+            info.append(esc(str(backend)))
+        info.append(f"device <code>{esc(str(self._quietly(lambda: lab.device_path, '?')))}</code>")
+        info.append(f"RAM {esc(format_size(self.target_control.ram_size))}")
+        self.header.value = "<b>balloonlab</b> &middot; " + " &middot; ".join(info)
+
+        interval = self._quietly(lambda: lab.polling_interval)
+        if interval is not None:
+            self._last_interval = interval
+            self.interval_control.binding.show(interval)
+        actual = self._quietly(lambda: lab.actual)
+        if actual is not None:
+            self.target_control.actual = actual
+            self.target_control.binding.show(max(1, round(actual / MiB)))
+        self._seed_plot(lab)
+        stats = self._quietly(lambda: lab.stats())
+        if stats is not None:
+            self._take_stats(stats)
+            self.stats_table.render()
+            self.last_update.last_update = stats.last_update
+        for event in (self._quietly(lambda: list(lab.events), []) or [])[-self.max_events:]:
+            self._take_event(event)
+        # After replaying old events (which would say an old run state): what QEMU says now.
+        run_state = self._quietly(lambda: lab.qmp("query-status"), {}) or {}
+        self._running, self._run_status = run_state.get("running"), run_state.get("status")
+        self.events.render()
+        self.plot.render()
+        self._doctor_due = True
+        self._refresh_doctor(ask_lab=True)
+        self._refresh_trace()
+        if not self.status:
+            self._set_status("live: updates as the lab reports them", "ok")
+
+    def _seed_plot(self, lab: Any) -> None:
+        """Start the plot with what the lab's history already holds (if a watch recorded before)."""
+        history = getattr(lab, "history", None)
+        try:
+            if history is None or len(history) == 0:
+                return
+            columns = {c: history.column(c)[-self.max_points:]
+                       for c in ("last-update", "free-memory", "available-memory", "total-memory", "disk-caches")}
+        except Exception:  # noqa: BLE001 - a history we cannot read just means an empty plot to start with
+            log.debug("balloonlab panel: cannot seed the plot from the history", exc_info=True)
+            return
+        previous = None
+        for i, when in enumerate(columns["last-update"]):
+            if when and when != previous:
+                self.plot.add_sample(float(when), {k: v[i] for k, v in columns.items() if k != "last-update"})
+                previous = when
+
+    # -- the lab's thread: queue only ---------------------------------------------------------------------------
+    def _on_update(self, update: Any) -> None:
+        self._pump.put(update)
+
+    # -- the pump's thread ------------------------------------------------------------------------------------
+    def _apply(self, updates: list[Any]) -> None:
+        if self._closed:
+            return
+        new_stats = interval = actual = None
+        disconnected: str | None = None
+        alive = False
+        for u in updates:
+            kind = u.kind
+            if kind == "disconnected":
+                disconnected = getattr(u, "error", None) or "the lab's QMP connection is gone"
+                alive = False
+                continue
+            alive = True
+            if kind == "stats" and u.stats is not None:
+                if self._take_stats(u.stats):
+                    new_stats = u.stats
+            elif kind == "interval" and u.interval is not None:
+                interval = u.interval
+                self._take_interval(u.interval, getattr(u, "time", None))
+            elif kind == "actual" and u.actual is not None:
+                actual = u.actual
+            elif kind == "event" and u.event is not None:
+                self._take_event(u.event)
+                data = u.event.get("data") or {}
+                if u.event.get("event") == "BALLOON_CHANGE" and isinstance(data.get("actual"), int):
+                    actual = data["actual"]
+        # One render per view per batch; each sends only if its state changed.
+        if new_stats is not None:
+            self.stats_table.render()
+            self.last_update.last_update = new_stats.last_update
+            self._doctor_due = self._trace_due = True
+        if interval is not None:
+            self.interval_control.binding.show(interval)
+            self._doctor_due = self._trace_due = True
+        if actual is not None:
+            self.target_control.actual = actual
+        self.plot.render()
+        self.events.render()
+        if disconnected is not None:
+            self._set_connected(False, disconnected)
+        elif alive and not self.connected:
+            self._set_connected(True)
+        if self.connected:
+            self._refresh_doctor()
+            if self._trace_due:
+                self._refresh_trace()
+
+    def _take_stats(self, stats: Any) -> bool:
+        """Record a report in the table and the plot; True when it is a new one."""
+        if not self.stats_table.push(stats):
+            return False
+        seconds = getattr(stats, "last_update_seconds", None)
+        if seconds is None and stats.last_update is not None:
+            seconds = stats.last_update.timestamp()
+        last = self.plot.last_time
+        if seconds and (last is None or seconds > last):  # time only moves forward on the plot's x axis
+            self.plot.add_sample(float(seconds), stats)
+            self._device_time = max(self._device_time or 0.0, float(seconds))
+        return True
+
+    def _take_interval(self, interval: int, observed: float | None) -> None:
+        before, self._last_interval = self._last_interval, interval
+        # On a virtual clock, host time means nothing to the device: mark the change at the newest device time.
+        when = self._device_time if self._virtual_clock and self._device_time else (observed or time.time())
+        self.plot.add_marker(when, "interval")
+        change = f"{before} s \u2192 {interval} s" if before is not None else f"{interval} s"
+        self.events.add_note(f"polling interval {change}", when, kind="interval")
+
+    def _take_event(self, event: dict) -> None:
+        self.events.add_event(event)
+        name = event.get("event")
+        if name in RUN_STATE:
+            self._running, self._run_status = RUN_STATE[name]
+        when = event_time(event)
+        if when is None:
+            return
+        self._device_time = max(self._device_time or 0.0, when)
+        if name == "BALLOON_CHANGE":
+            self.plot.add_marker(when, "balloon")
+        elif name in STATE_EVENTS:
+            self.plot.add_marker(when, "state")
+
+    def _tick(self) -> None:
+        """About once a second: the age of the last report, a due diagnosis, where the stats buffer is."""
+        if self._closed:
+            return
+        self.last_update.tick()
+        # lab.close() ends the connection without a "disconnected" update: ask the lab itself.
+        lab_connected = getattr(self.lab, "connected", None)
+        if lab_connected is False and self.connected:
+            self._set_connected(False, "the lab was closed" if getattr(self.lab, "closed", False)
+                                else "lost the QMP connection to QEMU")
+        elif lab_connected and not self.connected:
+            self._set_connected(True)
+        if self.connected:
+            self._refresh_doctor(ask_lab=True)
+            self._refresh_trace(idle=True)
+
+    def _refresh_doctor(self, ask_lab: bool = False) -> None:
+        """The doctor's verdict, without a QMP round trip per report.
+
+        On a real clock the panel runs the doctor's own pure ``diagnose`` on what it already holds (the report,
+        the interval, the run state from query-status and STOP/RESUME/SHUTDOWN events): the same verdict
+        ``lab.doctor()`` gives, minus its four round trips.  A virtual clock's "now" is the device's, which only
+        ``lab.doctor()`` knows: there it is asked (``ask_lab``, from the tick) at most every ``doctor_period``.
+        """
+        stats, interval = self.stats_table.current, self._last_interval
+        local = not self._virtual_clock and None not in (stats, interval, self._running)
+        now = time.monotonic()
+        if local:
+            diagnosis = diagnose(stats, interval, now=time.time(), running=bool(self._running),
+                                 status=self._run_status)
+            # The message carries an age ("a snapshot from 3 s ago"): re-send it when the verdict changes, else
+            # at most every doctor_period, not with every report and every tick.
+            if (diagnosis.verdict, diagnosis.severity) != (self.doctor.verdict, self.doctor.severity) \
+                    or now - self._doctor_at >= self.doctor_period:
+                self._doctor_at = now
+                self.doctor.show(diagnosis)
+            return
+        if ask_lab and self._doctor_due and now - self._doctor_at >= self.doctor_period:
+            self._doctor_due, self._doctor_at = False, now
+            try:
+                self.doctor.show(self.lab.doctor())
+            except BalloonError as exc:
+                self._doctor_due = True
+                log.debug("balloonlab panel: doctor failed: %s", exc)
+
+    def _refresh_trace(self, idle: bool = False) -> None:
+        """Ask the emulator's trace for the exchanges since the last ask; from the tick (``idle``) only when no
+        ask was made for a second (the tick is there to catch a request without a report, e.g. a buggy guest)."""
+        if self.virtqueue is None or (idle and time.monotonic() - self._trace_at < 1.0):
+            return
+        self._trace_due, self._trace_at = False, time.monotonic()
+        try:
+            self.virtqueue.show(self.lab.trace(self.virtqueue.next_seq))
+        except BalloonError as exc:
+            log.debug("balloonlab panel: trace failed: %s", exc)
+
+    # -- requests from the sliders (a comm handler's thread: queue only) -----------------------------------------
+    def _request_interval(self, value: int) -> None:
+        self._pump.submit(lambda: self._apply_request(
+            lambda: setattr(self.lab, "polling_interval", value), self.interval_control.binding, value,
+            f"polling interval {value} s"))
+
+    def _request_target(self, mib: int) -> None:
+        self._pump.submit(lambda: self._apply_request(
+            lambda: self.lab.set_target(mib * MiB), self.target_control.binding, mib, f"balloon target {mib} MiB"))
+
+    def _apply_request(self, apply: Callable[[], None], binding: Any, value: int, what: str) -> None:
+        if self._closed:
+            return
+        try:
+            apply()
+        except Exception as exc:  # noqa: BLE001 - any refusal goes to the status line, never into a handler
+            binding.refused(value)
+            self._set_status(f"could not set {what}: {_describe_error(exc)}", "error")
+            return
+        binding.applied(value)
+        self._set_status(f"set {what}", "ok")
+        self._doctor_due = self._trace_due = True
+
+    # -- status ------------------------------------------------------------------------------------------------
+    def _show_error(self, exc: BaseException) -> None:
+        self._set_status(f"panel update failed: {_describe_error(exc)}", "error")
+
+    def _set_status(self, text: str, severity: str = "info") -> None:
+        with self.hold_trait_notifications():
+            self.status_severity = severity
+            self.status = text
+
+    @observe("status", "status_severity")
+    def _render_status(self, _change: Any = None) -> None:
+        colour = SEVERITY_COLOUR.get(self.status_severity, SEVERITY_COLOUR["info"])
+        set_if_changed(self.status_line, "value",
+                       f"<span style='color:{colour}' data-severity='{esc(self.status_severity)}'>"
+                       f"{esc(self.status)}</span>")
+
+    def _set_connected(self, connected: bool, reason: str = "") -> None:
+        self.connected = connected
+        for slider in (self.interval_slider, self.target_slider):
+            set_if_changed(slider, "disabled", not connected)
+        if connected:
+            self.remove_class("balloonlab-disconnected")
+            self._set_status("reconnected: live again", "ok")
+        else:
+            self.add_class("balloonlab-disconnected")
+            self.events.add_note(reason, time.time(), kind="disconnected")
+            self.events.render()
+            self._set_status(f"disconnected: {reason}", "error")
+
+    # -- configuration -----------------------------------------------------------------------------------------
+    @validate("max_rate")
+    def _valid_rate(self, proposal: dict) -> float:
+        if not proposal["value"] > 0:
+            raise ValueError("max_rate must be > 0 updates per second")
+        return proposal["value"]
+
+    @observe("max_rate")
+    def _rate_changed(self, change: dict) -> None:
+        if hasattr(self, "_pump"):
+            self._pump.min_gap = 1.0 / change["new"]
+
+    @observe("max_points")
+    def _points_changed(self, change: dict) -> None:
+        if hasattr(self, "plot"):
+            self.plot.max_points = change["new"]
+
+    @observe("max_events")
+    def _events_changed(self, change: dict) -> None:
+        if hasattr(self, "events"):
+            self.events.max_events = change["new"]
+
+    # -- lifetime ----------------------------------------------------------------------------------------------
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Wait until every update and request queued so far is applied (for scripts and tests)."""
+        return self._pump.wait_idle(timeout)
+
+    def update_cost(self) -> dict[str, float]:
+        """CPU (``time.thread_time``) the panel's thread spent, in milliseconds: applying lab updates (per batch,
+        per update) and in its once-a-second ticks (ages, local diagnosis, virtqueue trace when idle)."""
+        p = self._pump
+        return {
+            "batches": p.batches,
+            "updates": p.items,
+            "cpu_ms": p.cpu_seconds * 1e3,
+            "cpu_ms_per_batch": p.cpu_seconds * 1e3 / p.batches if p.batches else 0.0,
+            "cpu_ms_per_update": p.cpu_seconds * 1e3 / p.items if p.items else 0.0,
+            "ticks": p.ticks,
+            "tick_cpu_ms": p.tick_cpu_seconds * 1e3,
+            "tick_cpu_ms_per_tick": p.tick_cpu_seconds * 1e3 / p.ticks if p.ticks else 0.0,
+        }
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Unsubscribe from the lab, stop the panel's thread, and close every widget of the panel."""
+        if self._closed:
+            return
+        self._closed = True
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        self._pump.stop()
+        close_tree(self, skip=self)
+        super().close()

@@ -1,0 +1,181 @@
+"""The memory time series: free, available and total memory and disk caches, with polling and balloon marks.
+
+Drawn with bqplot (a native widget: plain trait sync, no custom JS, works in Voila and from any thread).  The
+window is bounded: the last ``max_points`` reports live in a fixed numpy ring, and each render sends at most that
+many points, so an open panel costs the same after an hour as after a minute.  Samples are cheap to add (one
+row written); :meth:`render` sends the arrays once per batch, inside ``hold_sync`` (one message per mark).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import bqplot
+import ipywidgets as widgets
+import numpy as np
+from traitlets import Int, observe, validate
+
+MiB = float(1 << 20)
+
+#: (stat key, legend label, colour) of each plotted series.
+SERIES = (
+    ("free-memory", "free", "#1f77b4"),
+    ("available-memory", "available", "#2ca02c"),
+    ("total-memory", "total", "#7f7f7f"),
+    ("disk-caches", "disk caches", "#ff7f0e"),
+)
+
+#: marker kinds: (legend label, bqplot marker, colour)
+MARKERS = {
+    "interval": ("polling changed", "triangle-down", "#d62728"),
+    "balloon": ("BALLOON_CHANGE", "diamond", "#9467bd"),
+    "state": ("run state", "square", "#8c564b"),
+}
+
+
+class _Ring:
+    """A fixed-size ring of float rows: O(1) append, O(n) ordered copy, no allocation per sample."""
+
+    def __init__(self, capacity: int, width: int) -> None:
+        self.data = np.full((capacity, width), np.nan)
+        self.head = 0  # next row to write
+        self.count = 0
+
+    def append(self, row: tuple[float, ...]) -> None:
+        self.data[self.head] = row
+        self.head = (self.head + 1) % len(self.data)
+        self.count = min(self.count + 1, len(self.data))
+
+    def ordered(self) -> np.ndarray:
+        if self.count < len(self.data):
+            return self.data[: self.count]
+        return np.concatenate((self.data[self.head:], self.data[: self.head]))
+
+    def last(self) -> np.ndarray | None:
+        return self.data[self.head - 1] if self.count else None
+
+
+def _key_html() -> str:
+    lines = "".join(f"<span style='color:{colour}'>&#9473;&#9473; {label}</span>&nbsp;&nbsp; "
+                    for _key, label, colour in SERIES)
+    shapes = {"triangle-down": "&#9660;", "diamond": "&#9670;", "square": "&#9632;"}
+    marks = "".join(f"<span style='color:{colour}'>{shapes[marker]} {label}</span>&nbsp;&nbsp; "
+                    for label, marker, colour in MARKERS.values())
+    return f"<div style='font-size: 90%'>{lines}&nbsp; {marks}</div>"
+
+
+def _dates(seconds: np.ndarray) -> np.ndarray:
+    return np.round(seconds * 1000.0).astype("int64").astype("datetime64[ms]")
+
+
+class MemoryPlot(widgets.VBox):
+    """Guest memory over time (MiB) with markers for polling changes, balloon changes and run-state events."""
+
+    max_points = Int(600, help="Reports kept and drawn (the oldest drop out of the window).")
+    max_markers = Int(100, help="Markers kept per kind.")
+    ram_size = Int(0, help="The VM's RAM in bytes: markers are drawn at this height.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Before the traits are set: max_points=... / max_markers=... resize these.
+        self._ring = _Ring(self.max_points, 1 + len(SERIES))
+        self._marks: dict[str, deque[float]] = {k: deque(maxlen=self.max_markers) for k in MARKERS}
+        self._dirty = True
+        super().__init__(**kwargs)
+        self.add_class("balloonlab-plot")
+        self.x_scale = bqplot.DateScale()
+        self.y_scale = bqplot.LinearScale(min=0.0)
+        scales = {"x": self.x_scale, "y": self.y_scale}
+        empty = np.array([], dtype="datetime64[ms]")
+        self.lines = bqplot.Lines(
+            x=empty, y=np.empty((len(SERIES), 0)), scales=scales, labels=[s[1] for s in SERIES],
+            colors=[s[2] for s in SERIES], display_legend=False, stroke_width=1.5,
+        )
+        self.markers = {
+            kind: bqplot.Scatter(
+                x=empty, y=np.array([]), scales=scales, marker=marker, colors=[colour], labels=[label],
+                display_legend=False, default_size=48,
+            )
+            for kind, (label, marker, colour) in MARKERS.items()
+        }
+        self.figure = bqplot.Figure(
+            marks=[self.lines, *self.markers.values()],
+            axes=[bqplot.Axis(scale=self.x_scale, label="time", tick_format="%H:%M:%S"),
+                  bqplot.Axis(scale=self.y_scale, side="left", label="MiB", tick_format=".0f")],
+            title="guest memory", animation_duration=0,
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+            layout=widgets.Layout(width="100%", height="320px"),
+        )
+        # The key lives outside the SVG: an in-plot legend would hide the very lines it names.
+        self.key = widgets.HTML(_key_html())
+        self.key.add_class("balloonlab-plot-key")
+        self.children = [self.figure, self.key]
+
+    @validate("max_points", "max_markers")
+    def _valid_bound(self, proposal: dict) -> int:
+        if proposal["value"] < 2:
+            raise ValueError(f"{proposal['trait'].name} must be at least 2")
+        return proposal["value"]
+
+    @observe("max_points")
+    def _resize_points(self, change: dict) -> None:
+        kept = self._ring.ordered()[-change["new"]:]
+        self._ring = _Ring(change["new"], kept.shape[1])
+        for row in kept:
+            self._ring.append(tuple(row))
+        self._dirty = True
+
+    @observe("max_markers")
+    def _resize_markers(self, change: dict) -> None:
+        self._marks = {k: deque(v, maxlen=change["new"]) for k, v in self._marks.items()}
+        self._dirty = True
+
+    @property
+    def point_count(self) -> int:
+        """Reports currently kept (and drawn after the next render)."""
+        return self._ring.count
+
+    def marker_count(self, kind: str | None = None) -> int:
+        return sum(len(v) for k, v in self._marks.items() if kind in (None, k))
+
+    @property
+    def last_time(self) -> float | None:
+        """Seconds since the epoch of the newest sample."""
+        row = self._ring.last()
+        return None if row is None else float(row[0])
+
+    def add_sample(self, when: float, stats: Mapping[str, int | None]) -> None:
+        """One report at ``when`` (seconds since the epoch); unset stats become gaps."""
+        row = [when]
+        for key, _label, _colour in SERIES:
+            value = stats.get(key)
+            row.append(np.nan if value is None else value / MiB)
+        self._ring.append(tuple(row))
+        self._dirty = True
+
+    def add_marker(self, when: float, kind: str) -> None:
+        """A mark at ``when`` of kind "interval", "balloon" or "state"."""
+        self._marks[kind].append(when)
+        self._dirty = True
+
+    def render(self) -> bool:
+        """Send what changed since the last render (one message per mark); False when nothing had changed."""
+        if not self._dirty:
+            return False
+        self._dirty = False
+        data = self._ring.ordered()
+        with self.lines.hold_sync():
+            self.lines.x = _dates(data[:, 0])
+            self.lines.y = data[:, 1:].T.astype(np.float32)  # MiB: float32 is exact enough, half the bytes
+        oldest = data[0, 0] if len(data) else -np.inf
+        top = self.ram_size / MiB if self.ram_size else (np.nanmax(data[:, 1:]) if len(data) else 0.0)
+        for kind, scatter in self.markers.items():
+            times = np.fromiter((t for t in self._marks[kind] if t >= oldest), dtype=float)
+            if len(times) == len(scatter.x):
+                if len(times) == 0 or np.array_equal(_dates(times), scatter.x):
+                    continue
+            with scatter.hold_sync():
+                scatter.x = _dates(times)
+                scatter.y = np.full(len(times), top)
+        return True

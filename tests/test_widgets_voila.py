@@ -1,0 +1,99 @@
+"""BalloonPanel rendered by Voila in headless Chromium: the dashboard path (no notebook UI, same widgets).
+
+Voila runs the notebook in its own kernel and renders only the outputs: the panel must show up with both
+sliders and its bqplot figure, without "Error displaying widget", and keep updating from the kernel's background
+thread (the last-update stamp moves while polling runs).  JupyterLab is covered by test_browser_panel.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+NOTEBOOK_CELL = ('import balloonlab\nlab = balloonlab.emulate(guest="linux")\nlab.polling_interval = 1\n'
+                 'panel = balloonlab.BalloonPanel(lab)\npanel')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def voila_url(tmp_path: Path):
+    """A Voila server on a notebook that shows the panel; stopped (its whole process group) afterwards."""
+    nbformat = pytest.importorskip("nbformat")
+    pytest.importorskip("voila")
+    voila = Path(sys.executable).with_name("voila")
+    if not voila.exists():
+        pytest.skip("the voila command is not installed next to this Python")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(NOTEBOOK_CELL)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "panel.ipynb")
+    port = _free_port()
+    log = (tmp_path / "voila.log").open("w")
+    proc = subprocess.Popen(
+        [str(voila), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1", "panel.ipynb"],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "api/status", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # an answer (403: Voila keeps its API private) is all we wait for
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("Voila did not start:\n" + (tmp_path / "voila.log").read_text()[-2000:])
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+
+
+def test_voila_renders_the_live_panel(voila_url: str) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install chromium)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1600})
+            page.goto(voila_url, timeout=120_000)
+            page.wait_for_selector(".balloonlab-panel .balloonlab-last-update-stamp", timeout=120_000)
+            assert page.locator(".balloonlab-panel .widget-slider").count() == 2
+            assert page.locator(".balloonlab-plot svg").count() >= 1
+            page.wait_for_selector(".balloonlab-stats tr[data-stat='free-memory']", timeout=30_000)
+            first = page.inner_text(".balloonlab-last-update-stamp")
+            deadline = time.monotonic() + 30
+            while page.inner_text(".balloonlab-last-update-stamp") == first:
+                assert time.monotonic() < deadline, "the panel did not update in Voila within 30 s"
+                time.sleep(0.2)
+            assert page.locator("text=Error displaying widget").count() == 0
+        finally:
+            browser.close()
