@@ -16,18 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import (
-    BalloonDisconnected,
-    BalloonError,
-    EmulatorOptionError,
-    GuestExecError,
-    GuestImageError,
-    LaunchError,
-    NoBalloonDevice,
-    QMPError,
-    UnsupportedBackend,
-    VirtualClockRequired,
-)
+from . import errors as _errors
+from .errors import *  # noqa: F401,F403  (every exception class is public API)
 
 __version__ = "0.1.0"
 
@@ -76,16 +66,7 @@ __all__ = [
     "emulate",
     "connect",
     "launch",
-    "BalloonError",
-    "QMPError",
-    "BalloonDisconnected",
-    "NoBalloonDevice",
-    "VirtualClockRequired",
-    "UnsupportedBackend",
-    "LaunchError",
-    "GuestImageError",
-    "GuestExecError",
-    "EmulatorOptionError",
     "load_ipython_extension",
     "unload_ipython_extension",
+    *_errors.__all__,
 ]
