@@ -28,6 +28,7 @@ _LAZY = {
     "launch": ("balloonlab.balloon", "launch"),
     "GuestStats": ("balloonlab.stats", "GuestStats"),
     "LabUpdate": ("balloonlab.client", "LabUpdate"),
+    "VirtioState": ("balloonlab.balloon", "VirtioState"),
     "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
 }
 
@@ -63,6 +64,7 @@ __all__ = [
     "BalloonPanel",
     "GuestStats",
     "LabUpdate",
+    "VirtioState",
     "emulate",
     "connect",
     "launch",

@@ -267,11 +267,14 @@ class GuestStats(_Mapping):
         p.text("\n".join(line.rstrip() for line in lines))
 
     def _repr_html_(self) -> str:
+        # Every cell says its alignment: JupyterLab's and nbconvert's table styles right-align all cells, which
+        # pushes names and meanings away from their column heads.  Text left, numbers right.
         e = _html.escape
+        left, right = " style='text-align:left'", " style='text-align:right'"
         body = "".join(
-            f"<tr><td><code>{e(k)}</code></td><td style='text-align:right'>{e(v)}</td><td>{e(u)}</td>"
-            f"<td style='text-align:right'>{e(h)}</td><td>{e(m)}</td></tr>"
+            f"<tr><td{left}><code>{e(k)}</code></td><td{right}>{e(v)}</td><td{left}>{e(u)}</td>"
+            f"<td{right}>{e(h)}</td><td{left}>{e(m)}</td></tr>"
             for k, v, u, h, m in self._rows())
-        return ("<table class='balloonlab-stats'><thead><tr><th>stat</th><th>value</th><th>unit</th>"
-                f"<th>human</th><th>meaning</th></tr></thead><tbody>{body}</tbody></table>"
-                f"<p><small>{e(self._when())}</small></p>")
+        return (f"<table class='balloonlab-stats'><thead><tr><th{left}>stat</th><th{right}>value</th>"
+                f"<th{left}>unit</th><th{right}>human</th><th{left}>meaning</th></tr></thead><tbody>{body}</tbody>"
+                f"</table><p><small>{e(self._when())}</small></p>")

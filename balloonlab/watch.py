@@ -55,12 +55,16 @@ class StatsView:
         self.stats = stats
         self.interval = interval
         self.actual = actual
-        self.reports = reports  #: new stats the watch has seen since it started
+        self.reports = reports  #: times the watch saw new stats since it started (not the guest's report count)
         self.state = state  #: "live", "snapshot", "stopped" or "disconnected"
         self.note = note
 
     def status(self) -> str:
-        """The status line, e.g. ``watching (live) | polling every 2 s | actual 512.0 MiB | 3 reports``."""
+        """The status line, e.g. ``watching (live) | polling every 2 s | actual 512.0 MiB | refreshed 3 times``.
+
+        "refreshed N times", not "N reports": the lab reads the stats at most twice a second, so a burst (a
+        virtual clock advanced by 10 s at a 1 s interval) is ten reports by the guest but one refresh here.
+        """
         if self.interval is None:
             polling = "polling ?"
         elif self.interval == 0:
@@ -71,7 +75,7 @@ class StatsView:
             f"watching ({self.state})",
             polling,
             f"actual {format_size(self.actual)}" if self.actual is not None else "actual ?",
-            f"{self.reports} update{'s' if self.reports != 1 else ''}",
+            f"refreshed {self.reports} time{'s' if self.reports != 1 else ''} since the watch started",
         ]
         if self.note:
             parts.append(self.note)

@@ -26,8 +26,12 @@ CLICK_AT = 0.1
 
 
 def report_shown(lab) -> tuple[str | None, dict[str, str]]:
-    """(the last-update time the page shows, or None; {stat: wire value} from the stats table)."""
-    found = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lab.text(".balloonlab-last-update"))
+    """(the last-update time the page shows, or None; {stat: wire value} from the stats table).
+
+    Read from ``.balloonlab-last-update-stamp`` alone: the whole ``.balloonlab-last-update`` line also carries the
+    report's age ("3 s ago"), which changes every second without any new report.
+    """
+    found = re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lab.text(".balloonlab-last-update-stamp").strip())
     values = lab.page.evaluate(
         """() => Object.fromEntries([...document.querySelectorAll('.balloonlab-stats tr[data-stat]')]
                  .map(tr => [tr.dataset.stat, tr.querySelector('td.mono').textContent.trim()]))"""
@@ -51,7 +55,7 @@ def test_panel_renders_and_follows_the_interval_slider(panel_page) -> None:
     assert lab.error_outputs() == []
     assert lab.widget_errors() == 0
     assert lab.page.locator(".balloonlab-panel .widget-slider").count() >= 2, "interval and target sliders"
-    for part in (".balloonlab-stats", ".balloonlab-last-update", ".balloonlab-interval-label"):
+    for part in (".balloonlab-stats", ".balloonlab-last-update-stamp", ".balloonlab-interval-label"):
         assert lab.page.locator(f".balloonlab-panel {part}").count() == 1, f"{part} is missing from the panel"
 
     # QEMU starts with polling off; the panel reads that from the device before the test touches anything.

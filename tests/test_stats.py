@@ -117,3 +117,27 @@ def test_pretty_repr_is_aligned():
 def test_refuses_what_is_not_a_guest_stats_answer(bad):
     with pytest.raises(ValueError):
         GuestStats(bad)  # type: ignore[arg-type]
+
+
+def test_html_repr_aligns_text_left_and_numbers_right_in_every_cell():
+    # JupyterLab and nbconvert right-align table cells unless a cell says otherwise.
+    from html.parser import HTMLParser
+
+    class Cells(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[list[str | None]] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                style = dict(attrs).get("style") or ""
+                self.rows[-1].append(style.replace(" ", "").split("text-align:")[1] if "text-align:" in style
+                                     else None)
+
+    parser = Cells()
+    parser.feed(GuestStats(LINUX_72)._repr_html_())
+    assert len(parser.rows) == 11
+    for row in parser.rows:  # stat, value, unit, human, meaning
+        assert row == ["left", "right", "left", "right", "left"]

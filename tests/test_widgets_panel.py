@@ -193,6 +193,7 @@ def test_virtqueue_view_decodes_the_last_report_byte_for_byte(make) -> None:
     panel = make.panel(lab)
     assert panel.virtqueue is not None
     view = panel.virtqueue
+    front_end_sets(panel.virtqueue_box, selected_index=0)  # the user opens the view
     wait_for(lambda: view.entries, "the boot-time report on the stats queue")
     stats = lab.stats()  # polling is off: the boot report is still the last one
     decoded = {e.name: e.value for e in view.entries if not e.ignored}
@@ -211,6 +212,7 @@ def test_virtqueue_view_shows_a_buggy_guest_keeping_the_buffer(make) -> None:
     lab = make.lab(guest="buggy")
     panel = make.panel(lab)
     view = panel.virtqueue
+    front_end_sets(panel.virtqueue_box, selected_index=0)
     wait_for(lambda: view.entries, "the buggy guest's boot report")
     assert view.holder == "device"
     front_end_sets(panel.interval_slider, value=1)
@@ -219,6 +221,29 @@ def test_virtqueue_view_shows_a_buggy_guest_keeping_the_buffer(make) -> None:
     wait_for(lambda: view.holder == "guest", "the stats buffer to stay with the guest")
     assert "data-holder='guest'" in view.value
     assert view.last_request is not None and view.last_request["seq"] > view.last_report["seq"]
+
+
+def test_virtqueue_trace_is_read_only_while_the_view_is_open(make) -> None:
+    lab = make.lab(guest="linux")
+    panel = make.panel(lab)
+    view = panel.virtqueue
+    assert not panel.virtqueue_open and panel.virtqueue_box.selected_index is None  # collapsed at first
+    front_end_sets(panel.interval_slider, value=1)
+    seen = lab.stats().last_update_seconds
+    wait_for(lambda: panel.plot.last_time and panel.plot.last_time > seen, "a report while the view is closed",
+             timeout=20)
+    assert panel.wait_idle()
+    assert view.exchanges == 0 and view.last_report is None  # no trace was read for it
+
+    front_end_sets(panel.virtqueue_box, selected_index=0)
+    wait_for(lambda: view.exchanges >= 3 and view.last_report is not None, "the trace once the view opens")
+    front_end_sets(panel.virtqueue_box, selected_index=None)  # closed again: the view stops following
+    assert panel.wait_idle()
+    frozen = view.exchanges
+    now = lab.stats().last_update_seconds
+    wait_for(lambda: panel.plot.last_time and panel.plot.last_time > now, "another report", timeout=20)
+    assert panel.wait_idle()
+    assert view.exchanges == frozen
 
 
 def test_connected_lab_has_no_virtqueue_view(make) -> None:
@@ -300,11 +325,67 @@ def test_close_unsubscribes_and_closes_every_widget(make) -> None:
 def test_closing_the_lab_shows_disconnected(make) -> None:
     lab = make.lab(guest="linux")
     panel = make.panel(lab)
+    front_end_sets(panel.interval_slider, value=1)
+    wait_for(lambda: panel.doctor.verdict == "healthy", "a healthy verdict while the lab is live")
     lab.close()
     wait_for(lambda: "disconnected" in panel.status_line.value, "the panel to say disconnected")
     assert panel.interval_slider.disabled and panel.target_slider.disabled
     assert "balloonlab-disconnected" in panel._dom_classes
     assert not panel.connected
+    # The doctor no longer claims a live guest beside "disconnected", and keeps saying so.
+    wait_for(lambda: panel.doctor.verdict == "disconnected", "the doctor to say disconnected")
+    assert panel.doctor.severity == "error" and "closed for good" in panel.doctor.message
+    panel._tick()
+    assert panel.doctor.verdict == "disconnected"
+
+
+def test_doctor_follows_an_interval_change_at_once_on_a_virtual_clock(make) -> None:
+    # A doctor_period longer than the test: a verdict that waited for a timer would never change.
+    lab = make.lab(guest="linux", clock="virtual")
+    panel = make.panel(lab, doctor_period=3600)
+    assert panel.doctor.verdict == "polling-off"
+    lab.polling_interval = 2  # from code, as a notebook cell does
+    wait_for(lambda: panel.doctor.verdict != "polling-off", "the doctor to notice the interval change")
+    lab.advance("10s")
+    wait_for(lambda: panel.doctor.verdict == "healthy", "the doctor to follow the new reports")
+    assert "every 2 s" in panel.doctor.message
+    assert panel.doctor.verdict == lab.doctor().verdict
+
+
+def test_doctor_never_lags_behind_the_interval_label(make) -> None:
+    lab = make.lab(guest="linux")
+    panel = make.panel(lab)
+    assert panel.doctor.verdict == "polling-off"
+    seen: list[str] = []
+
+    def label_changed(change: dict) -> None:
+        if "every 3 s" in change["new"] and "applying" not in change["new"]:
+            seen.append(panel.doctor.verdict)
+
+    panel.interval_control.label.observe(label_changed, "value")
+    front_end_sets(panel.interval_slider, value=3)
+    wait_for(lambda: seen, "the label to confirm 3 s")
+    assert seen[0] != "polling-off"
+
+
+def test_target_slider_follows_a_target_set_from_code(make) -> None:
+    lab = make.lab(guest="linux", memory="512M")
+    panel = make.panel(lab)
+    updates: list[Any] = []
+    unsubscribe = lab.subscribe(updates.append)
+    try:
+        assert lab.target is None and panel.target_slider.value == 512
+        lab.set_target("256M")
+        assert lab.target == 256 * MiB
+        wait_for(lambda: panel.target_slider.value == 256, "the slider to show the target set from code")
+        assert any(u.kind == "target" and u.target == 256 * MiB for u in updates)
+        lab.qmp("balloon", value=300 * MiB)  # any balloon command through the lab counts
+        wait_for(lambda: panel.target_slider.value == 300, "the slider to follow lab.qmp('balloon')")
+    finally:
+        unsubscribe()
+    assert lab.target == 300 * MiB
+    # A second panel on the same lab starts at the remembered target, not at actual.
+    assert make.panel(lab).target_slider.value == 300
 
 
 def test_panel_parts_carry_css_classes_for_the_browser(make) -> None:

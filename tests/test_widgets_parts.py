@@ -238,3 +238,29 @@ def test_virtqueue_view_keeps_the_last_report_and_the_holder(closing) -> None:
     assert [(e.name, e.value) for e in view.entries] == [("total-memory", 470 << 20)]
     assert "data-holder='guest'" in view.value and "470.0 MiB" in view.value
     assert BY_KEY["total-memory"].tag == 5
+
+
+def test_time_axis_ticks_are_whole_steps_with_distinct_labels() -> None:
+    import datetime as dt
+
+    from balloonlab.widgets.plot import MemoryPlot, time_format, time_ticks
+
+    def labels(ticks):
+        fmt = time_format(ticks[-1] - ticks[0])
+        return [dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime(fmt) for t in ticks]
+
+    start = 1_764_131_623.0  # a whole second
+    for span in (0, 1, 6, 50, 600, 7200, 3 * 86400):
+        ticks = time_ticks(start, start + span)
+        assert 1 <= len(ticks) <= 7 and all(start <= t <= start + span for t in ticks), span
+        assert all(t == int(t) for t in ticks) and len(set(labels(ticks))) == len(ticks), span
+    plot = MemoryPlot()
+    try:
+        assert not any(m.display_legend for m in plot.figure.marks)  # the key sits below the plot, not on it
+        for i in range(6):  # a few seconds of reports: d3 alone would tick every 500 ms, repeating labels
+            plot.add_sample(start + i, {"free-memory": 100 << 20})
+        plot.render()
+        shown = plot.x_axis.tick_values.astype("datetime64[s]").astype(int)
+        assert list(shown) == [start + i for i in range(6)]
+    finally:
+        plot.close()

@@ -23,6 +23,8 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
+#: A static file Voila serves once its web app is up.
+READY_PATH = "voila/static/voila.js"
 NOTEBOOK_CELL = ('import balloonlab\nlab = balloonlab.emulate(guest="linux")\nlab.polling_interval = 1\n'
                  'panel = balloonlab.BalloonPanel(lab)\npanel')
 
@@ -53,17 +55,23 @@ def voila_url(tmp_path: Path):
     )
     try:
         url = f"http://127.0.0.1:{port}/"
+        # Ready when Voila serves its own front-end script (200): a static file, so the check starts no kernel
+        # (GET / would run the notebook once more). Voila has no /api/status: it redirects that to its files
+        # handler, which answers 403 whether or not the server is ready to render.
         deadline = time.monotonic() + 60
+        last: object = None
         while True:
             try:
-                urllib.request.urlopen(url + "api/status", timeout=2)
-                break
-            except urllib.error.HTTPError:
-                break  # an answer (403: Voila keeps its API private) is all we wait for
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("Voila did not start:\n" + (tmp_path / "voila.log").read_text()[-2000:])
-                time.sleep(0.2)
+                with urllib.request.urlopen(url + READY_PATH, timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+                    last = resp.status
+            except (urllib.error.HTTPError, OSError) as exc:
+                last = exc
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Voila did not serve {READY_PATH} (last: {last!r}):\n"
+                            + (tmp_path / "voila.log").read_text()[-2000:])
+            time.sleep(0.2)
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

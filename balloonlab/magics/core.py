@@ -108,12 +108,22 @@ class BalloonMagics(Magics):
             watch.stop()
         return len(running)
 
+    # panels -------------------------------------------------------------------------------------------------------
+    def close_panels(self, lab: Any = None) -> int:
+        """Close the panels ``%balloon panel`` made (of ``lab`` only, if given); returns how many were open."""
+        keep, close = [], []
+        for panel in self.panels:
+            (close if lab is None or panel.lab is lab else keep).append(panel)
+        self.panels = [p for p in keep if not p.closed]
+        open_ones = [p for p in close if not p.closed]
+        for panel in open_ones:
+            panel.close()
+        return len(open_ones)
+
     def shutdown(self) -> None:
         """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
         self.stop_watches()
-        panels, self.panels = self.panels, []
-        for panel in panels:
-            panel.close()
+        self.close_panels()
         for lab in list(self._owned):
             try:
                 self.close_lab(lab)

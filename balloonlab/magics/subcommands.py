@@ -140,6 +140,7 @@ def duration_arg(text: str) -> float:
           help="device id: the balloon goes to /machine/peripheral/ID (default: no id, at "
                "/machine/peripheral-anon/device[1] as in QEMU's stats doc)")
 @argument("--paused", action="store_true", help="start the VM paused, as qemu-system -S")
+@argument("--guest-kernel", default=None, help="linux guest's kernel: 6.1 or 6.12 (default: as seen with that QEMU)")
 @_keep_doc
 def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
@@ -148,7 +149,8 @@ def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
     lab = magics.start_lab(
         lambda: balloonlab.emulate(guest=args.guest, memory=args.memory, clock=args.clock,
-                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused))
+                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused,
+                                   guest_kernel=args.guest_kernel))
     return lab
 
 
@@ -267,6 +269,8 @@ def _panel(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
         from ..widgets import BalloonPanel
     except ImportError as exc:
         raise UsageError(f"%balloon panel needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
+    # Re-running the cell replaces the panel: the old one (its thread, its subscription) is closed, not piled up.
+    magics.close_panels(lab)
     panel = BalloonPanel(lab)
     magics.panels.append(panel)
     return panel

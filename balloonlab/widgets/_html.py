@@ -30,6 +30,9 @@ STYLE = """<style>
 .balloonlab-panel .up { color: var(--jp-success-color1, #388e3c); }
 .balloonlab-panel .down { color: var(--jp-error-color1, #d32f2f); }
 .balloonlab-panel .muted { color: var(--jp-ui-font-color2, #757575); }
+.balloonlab-panel .balloonlab-interval-label, .balloonlab-panel .balloonlab-actual { margin: 0 0 0 0.5em; }
+.balloonlab-panel .balloonlab-interval-label { min-width: 10em; }
+.balloonlab-panel .balloonlab-interval-control { margin-right: 2.5em; }
 </style>"""
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import ipywidgets as widgets
 from traitlets import Bool, Float, Int, Unicode, observe, validate
 
-from ..doctor import diagnose
+from ..doctor import Diagnosis, diagnose, stale_after
 from ..errors import BalloonError, QMPError
 from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
@@ -84,8 +84,10 @@ class BalloonPanel(widgets.VBox):
     max_points = Int(600, help="Reports kept in the plot's window (older ones drop out).")
     max_events = Int(100, help="Entries kept in the event log.")
     max_rate = Float(10.0, help="Most view updates per second sent to the browser (bursts are batched).")
-    doctor_period = Float(2.0, help="Least seconds between two lab.doctor() calls (four QMP round trips), made "
-                                    "only where the panel cannot diagnose by itself (a virtual clock).")
+    doctor_period = Float(1.0, help="Least seconds between two re-sends of an unchanged verdict (its message "
+                                    "carries an age), and between two reads of a virtual clock's time.")
+    trace_period = Float(1.0, help="Least seconds between two x-balloonlab-trace reads for the virtqueue view "
+                                   "(read only while that view is open).")
     status = Unicode("", help="The status line: what the panel last did, or why it could not.")
     status_severity = Unicode("info", help="'info', 'ok', 'warning' or 'error': the status line's colour.")
     connected = Bool(True, help="False once the lab reported that its QMP connection is gone.")
@@ -98,9 +100,12 @@ class BalloonPanel(widgets.VBox):
         self._closed = False
         self._virtual_clock = False
         self._device_time: float | None = None  # newest device-side timestamp seen (last-update, events)
+        self._device_now: float | None = None  # a virtual clock's "now", as last read from the emulator
         self._last_interval: int | None = None
+        self._interval_since: float | None = None  # when polling was last turned on or changed (clock of _now())
         self._doctor_due = True
         self._doctor_at = 0.0
+        self._clock_at = 0.0
         self._running: bool | None = None  # run state, from query-status and then STOP/RESUME/SHUTDOWN events
         self._run_status: str | None = None
         self._trace_due = False
@@ -122,8 +127,16 @@ class BalloonPanel(widgets.VBox):
         self.plot = MemoryPlot(max_points=max_points, ram_size=ram_size)
         self.events = EventLog(max_events=max_events)
         self.virtqueue: VirtqueueView | None = None
+        #: The virtqueue view inside a collapsed Accordion: the trace is read only while it is open, so a panel
+        #: nobody looks into costs no x-balloonlab-trace round trip per report.
+        self.virtqueue_box: widgets.Accordion | None = None
         if getattr(lab, "backend", None) == "emulated":
             self.virtqueue = VirtqueueView()
+            self.virtqueue_box = widgets.Accordion(
+                children=[self.virtqueue], titles=("stats virtqueue: who holds the buffer, the last report's bytes",),
+                selected_index=None)
+            self.virtqueue_box.add_class("balloonlab-virtqueue-box")
+            self.virtqueue_box.observe(self._virtqueue_toggled, "selected_index")
 
         stats_box = widgets.VBox([self.stats_table, self.last_update, self.doctor])
         stats_box.add_class("balloonlab-stats-box")
@@ -131,7 +144,7 @@ class BalloonPanel(widgets.VBox):
         self.children = [
             style_widget(), self.header, self.status_line,
             widgets.HBox([self.interval_control, self.target_control], layout=widgets.Layout(flex_flow="row wrap")),
-            middle, self.plot, *([self.virtqueue] if self.virtqueue is not None else []),
+            middle, self.plot, *([self.virtqueue_box] if self.virtqueue_box is not None else []),
         ]
 
         # Subscribe before reading the initial state: an update that races the reads is queued, not lost; the
@@ -160,6 +173,8 @@ class BalloonPanel(widgets.VBox):
         if backend == "emulated":
             status = self._quietly(lambda: lab.qmp("x-balloonlab-status"), {}) or {}
             self._virtual_clock = status.get("clock") == "virtual"
+            if self._virtual_clock and isinstance(status.get("wall-clock"), (int, float)):
+                self._device_now = float(status["wall-clock"])
             self.last_update.virtual_clock = self._virtual_clock
             info.append(f"emulated QEMU {esc(str(status.get('qemu-version', '')))}, guest "
                         f"<b>{esc(str(status.get('guest', '?')))}</b>, {esc(str(status.get('clock', '?')))} clock")
@@ -176,7 +191,10 @@ class BalloonPanel(widgets.VBox):
         actual = self._quietly(lambda: lab.actual)
         if actual is not None:
             self.target_control.actual = actual
-            self.target_control.binding.show(max(1, round(actual / MiB)))
+        # The slider shows the last target requested through this lab; before any, the actual size.
+        target = getattr(lab, "target", None)
+        if target is not None or actual is not None:
+            self._show_target(target if target is not None else actual)
         self._seed_plot(lab)
         stats = self._quietly(lambda: lab.stats())
         if stats is not None:
@@ -192,7 +210,6 @@ class BalloonPanel(widgets.VBox):
         self.plot.render()
         self._doctor_due = True
         self._refresh_doctor(ask_lab=True)
-        self._refresh_trace()
         if not self.status:
             self._set_status("live: updates as the lab reports them", "ok")
 
@@ -221,7 +238,7 @@ class BalloonPanel(widgets.VBox):
     def _apply(self, updates: list[Any]) -> None:
         if self._closed:
             return
-        new_stats = interval = actual = None
+        new_stats = interval = actual = target = None
         disconnected: str | None = None
         alive = False
         for u in updates:
@@ -239,6 +256,8 @@ class BalloonPanel(widgets.VBox):
                 self._take_interval(u.interval, getattr(u, "time", None))
             elif kind == "actual" and u.actual is not None:
                 actual = u.actual
+            elif kind == "target" and getattr(u, "target", None) is not None:
+                target = u.target
             elif kind == "event" and u.event is not None:
                 self._take_event(u.event)
                 data = u.event.get("data") or {}
@@ -249,11 +268,14 @@ class BalloonPanel(widgets.VBox):
             self.stats_table.render()
             self.last_update.last_update = new_stats.last_update
             self._doctor_due = self._trace_due = True
+            self._doctor_at = 0.0  # "answered N s ago" must not contradict the fresh last-update line
         if interval is not None:
             self.interval_control.binding.show(interval)
             self._doctor_due = self._trace_due = True
         if actual is not None:
             self.target_control.actual = actual
+        if target is not None:
+            self._show_target(target)
         self.plot.render()
         self.events.render()
         if disconnected is not None:
@@ -263,7 +285,12 @@ class BalloonPanel(widgets.VBox):
         if self.connected:
             self._refresh_doctor()
             if self._trace_due:
-                self._refresh_trace()
+                self._refresh_trace(idle=True)
+
+    def _show_target(self, target: int) -> None:
+        """Move the target slider to ``target`` bytes (QEMU treats a target above RAM as RAM)."""
+        ram = self.target_control.ram_size
+        self.target_control.binding.show(max(1, round((min(target, ram) if ram else target) / MiB)))
 
     def _take_stats(self, stats: Any) -> bool:
         """Record a report in the table and the plot; True when it is a new one."""
@@ -278,8 +305,19 @@ class BalloonPanel(widgets.VBox):
             self._device_time = max(self._device_time or 0.0, float(seconds))
         return True
 
+    def _now(self) -> float:
+        """Now on the clock last-update is on: this machine's, or (virtual clock) the newest device time known."""
+        if not self._virtual_clock:
+            return time.time()
+        return max(self._device_now or 0.0, self._device_time or 0.0) or time.time()
+
     def _take_interval(self, interval: int, observed: float | None) -> None:
+        """A new polling interval (from the lab, or applied from the slider; the second sighting is a no-op)."""
+        if interval == self._last_interval:
+            return
         before, self._last_interval = self._last_interval, interval
+        self._interval_since = self._now() if interval else None
+        self._doctor_due, self._doctor_at = True, 0.0  # the message names the interval: re-send it now
         # On a virtual clock, host time means nothing to the device: mark the change at the newest device time.
         when = self._device_time if self._virtual_clock and self._device_time else (observed or time.time())
         self.plot.add_marker(when, "interval")
@@ -301,7 +339,7 @@ class BalloonPanel(widgets.VBox):
             self.plot.add_marker(when, "state")
 
     def _tick(self) -> None:
-        """About once a second: the age of the last report, a due diagnosis, where the stats buffer is."""
+        """About once a second: the age of the last report, the doctor, where the stats buffer is (if shown)."""
         if self._closed:
             return
         self.last_update.tick()
@@ -313,28 +351,47 @@ class BalloonPanel(widgets.VBox):
         elif lab_connected and not self.connected:
             self._set_connected(True)
         if self.connected:
+            self._read_device_clock()
             self._refresh_doctor(ask_lab=True)
             self._refresh_trace(idle=True)
 
-    def _refresh_doctor(self, ask_lab: bool = False) -> None:
-        """The doctor's verdict, without a QMP round trip per report.
+    def _read_device_clock(self) -> None:
+        """A virtual clock moves only with lab.advance(): read its time (one round trip) every doctor_period, so
+        a guest that stopped answering still turns "stale" although no report says that time went on."""
+        if not self._virtual_clock or time.monotonic() - self._clock_at < self.doctor_period:
+            return
+        self._clock_at = time.monotonic()
+        try:
+            wall = self.lab.qmp("x-balloonlab-status").get("wall-clock")
+        except BalloonError as exc:
+            log.debug("balloonlab panel: reading the virtual clock failed: %s", exc)
+            return
+        if isinstance(wall, (int, float)) and wall != self._device_now:
+            self._device_now = float(wall)
+            self._doctor_due = True
 
-        On a real clock the panel runs the doctor's own pure ``diagnose`` on what it already holds (the report,
-        the interval, the run state from query-status and STOP/RESUME/SHUTDOWN events): the same verdict
-        ``lab.doctor()`` gives, minus its four round trips.  A virtual clock's "now" is the device's, which only
-        ``lab.doctor()`` knows: there it is asked (``ask_lab``, from the tick) at most every ``doctor_period``.
+    def _refresh_doctor(self, ask_lab: bool = False) -> None:
+        """The doctor's verdict, from what the panel holds, without a QMP round trip per report.
+
+        The panel runs the doctor's own pure ``diagnose`` on the latest report, the interval and the run state
+        (query-status, then STOP/RESUME/SHUTDOWN events), at "now" on the report's clock (a virtual clock's now is
+        read from the emulator by the tick).  So the verdict follows every new report and every interval change at
+        once -- the same verdict ``lab.doctor()`` gives, minus its four round trips.  An unchanged verdict is
+        re-sent at most every ``doctor_period`` (its message carries an age).  Only a panel that could not read
+        all of that asks ``lab.doctor()`` (from the tick, ``ask_lab``), at most every ``doctor_period``.
         """
+        if not self.connected:
+            return  # the "disconnected" verdict stays until the lab is back
         stats, interval = self.stats_table.current, self._last_interval
-        local = not self._virtual_clock and None not in (stats, interval, self._running)
         now = time.monotonic()
-        if local:
-            diagnosis = diagnose(stats, interval, now=time.time(), running=bool(self._running),
+        if None not in (stats, interval, self._running):
+            device_now = self._now()
+            diagnosis = diagnose(stats, interval, now=device_now, running=bool(self._running),
                                  status=self._run_status)
-            # The message carries an age ("a snapshot from 3 s ago"): re-send it when the verdict changes, else
-            # at most every doctor_period, not with every report and every tick.
+            diagnosis = self._just_changed(diagnosis, interval, device_now)
             if (diagnosis.verdict, diagnosis.severity) != (self.doctor.verdict, self.doctor.severity) \
                     or now - self._doctor_at >= self.doctor_period:
-                self._doctor_at = now
+                self._doctor_due, self._doctor_at = False, now
                 self.doctor.show(diagnosis)
             return
         if ask_lab and self._doctor_due and now - self._doctor_at >= self.doctor_period:
@@ -345,10 +402,37 @@ class BalloonPanel(widgets.VBox):
                 self._doctor_due = True
                 log.debug("balloonlab panel: doctor failed: %s", exc)
 
+    def _just_changed(self, diagnosis: Diagnosis, interval: int, device_now: float) -> Diagnosis:
+        """"stale" right after polling was turned on or changed is not yet true: the first report under the new
+        interval may still be on its way.  Until it is overdue, say that instead of raising a false alarm."""
+        since = self._interval_since
+        if diagnosis.verdict != "stale" or not interval or since is None or device_now - since > stale_after(interval):
+            return diagnosis
+        return Diagnosis(
+            "waiting", f"Polling was just set to every {interval} s; the first report at that interval is due "
+            "shortly (the stats shown are older).", "ok", dict(diagnosis.details))
+
+    def _virtqueue_toggled(self, change: dict) -> None:
+        # A comm handler (the user opened or closed the view): queue only; the pump's thread reads the trace.
+        if change["new"] is not None:
+            self._trace_due = True
+            self._pump.submit(lambda: self._refresh_trace())
+
+    @property
+    def virtqueue_open(self) -> bool:
+        """True while the virtqueue view is expanded (only then is the trace read)."""
+        return self.virtqueue_box is not None and self.virtqueue_box.selected_index is not None
+
     def _refresh_trace(self, idle: bool = False) -> None:
-        """Ask the emulator's trace for the exchanges since the last ask; from the tick (``idle``) only when no
-        ask was made for a second (the tick is there to catch a request without a report, e.g. a buggy guest)."""
-        if self.virtqueue is None or (idle and time.monotonic() - self._trace_at < 1.0):
+        """Read the emulator's trace since the last read, only while the virtqueue view is open.
+
+        ``idle`` (from a batch or the tick): at most once per ``trace_period``, and from the tick also without a
+        new report (a request without a report, e.g. a buggy guest, only shows up there).  Without ``idle`` (the
+        view was just opened): now.
+        """
+        if self.virtqueue is None or not self.virtqueue_open or self._closed:
+            return
+        if idle and time.monotonic() - self._trace_at < self.trace_period:
             return
         self._trace_due, self._trace_at = False, time.monotonic()
         try:
@@ -358,15 +442,23 @@ class BalloonPanel(widgets.VBox):
 
     # -- requests from the sliders (a comm handler's thread: queue only) -----------------------------------------
     def _request_interval(self, value: int) -> None:
+        def applied() -> None:
+            # Known now: the doctor, the plot and the log follow at once, not a batch later.
+            self._take_interval(value, time.time())
+            self._refresh_doctor()
+            self.plot.render()
+            self.events.render()
+
         self._pump.submit(lambda: self._apply_request(
             lambda: setattr(self.lab, "polling_interval", value), self.interval_control.binding, value,
-            f"polling interval {value} s"))
+            f"polling interval {value} s", applied))
 
     def _request_target(self, mib: int) -> None:
         self._pump.submit(lambda: self._apply_request(
             lambda: self.lab.set_target(mib * MiB), self.target_control.binding, mib, f"balloon target {mib} MiB"))
 
-    def _apply_request(self, apply: Callable[[], None], binding: Any, value: int, what: str) -> None:
+    def _apply_request(self, apply: Callable[[], None], binding: Any, value: int, what: str,
+                       applied: Callable[[], None] | None = None) -> None:
         if self._closed:
             return
         try:
@@ -375,9 +467,11 @@ class BalloonPanel(widgets.VBox):
             binding.refused(value)
             self._set_status(f"could not set {what}: {_describe_error(exc)}", "error")
             return
+        self._doctor_due = self._trace_due = True
+        if applied is not None:
+            applied()  # before the slider's label confirms the value, so the doctor never lags behind it
         binding.applied(value)
         self._set_status(f"set {what}", "ok")
-        self._doctor_due = self._trace_due = True
 
     # -- status ------------------------------------------------------------------------------------------------
     def _show_error(self, exc: BaseException) -> None:
@@ -402,11 +496,19 @@ class BalloonPanel(widgets.VBox):
         if connected:
             self.remove_class("balloonlab-disconnected")
             self._set_status("reconnected: live again", "ok")
+            self._doctor_due, self._doctor_at = True, 0.0
+            self._refresh_doctor(ask_lab=True)
         else:
             self.add_class("balloonlab-disconnected")
             self.events.add_note(reason, time.time(), kind="disconnected")
             self.events.render()
             self._set_status(f"disconnected: {reason}", "error")
+            # The last verdict ("healthy -- answered 1 s ago") would go on claiming a live guest: say why not.
+            again = ("this lab is closed for good: start a new one" if getattr(self.lab, "closed", False)
+                     else "lab.reconnect() connects again once QEMU is back")
+            self.doctor.show(Diagnosis(
+                "disconnected", f"No connection to QEMU ({reason}): the stats shown are the last ones read, not "
+                f"live; {again}.", "error"))
 
     # -- configuration -----------------------------------------------------------------------------------------
     @validate("max_rate")

@@ -8,6 +8,7 @@ row written); :meth:`render` sends the arrays once per batch, inside ``hold_sync
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -70,6 +71,36 @@ def _dates(seconds: np.ndarray) -> np.ndarray:
     return np.round(seconds * 1000.0).astype("int64").astype("datetime64[ms]")
 
 
+#: Tick steps (seconds) the time axis may use: whole seconds, minutes and hours people count in.
+TICK_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+#: The time axis's labels: every tick a whole step of TICK_STEPS, so "%H:%M:%S" never repeats a label within a
+#: day; a window of a day or more (24 h of virtual time) names the day too.
+TIME_FORMAT = "%H:%M:%S"
+DAYS_FORMAT = "%m-%d %H:%M"
+
+
+def time_format(span: float) -> str:
+    """The tick label format for a window of ``span`` seconds."""
+    return TIME_FORMAT if span < 86400 else DAYS_FORMAT
+
+
+def time_ticks(first: float, last: float, most: int = 7) -> np.ndarray:
+    """Tick positions (seconds since the epoch) for a window from ``first`` to ``last``: at most ``most``, on
+    whole multiples of one of :data:`TICK_STEPS`.
+
+    Why not leave it to d3: on a window of a few seconds d3 puts ticks every 500 ms, and a "%H:%M:%S" label then
+    repeats ("04:53:43 04:53:43 04:53:44"); its default multi-scale format instead mixes ":40 :45 04:29".
+    """
+    if not (math.isfinite(first) and math.isfinite(last)) or last < first:
+        return np.array([], dtype=float)
+    span = last - first
+    step = next((s for s in TICK_STEPS if span / s <= most - 1), None)
+    if step is None:  # longer than TICK_STEPS plan for: whole days
+        step = 86400 * math.ceil(span / 86400 / (most - 1))
+    start = math.ceil(first / step) * step
+    return np.arange(start, last + 1e-6, step, dtype=float)
+
+
 class MemoryPlot(widgets.VBox):
     """Guest memory over time (MiB) with markers for polling changes, balloon changes and run-state events."""
 
@@ -101,12 +132,14 @@ class MemoryPlot(widgets.VBox):
         }
         self.figure = bqplot.Figure(
             marks=[self.lines, *self.markers.values()],
-            axes=[bqplot.Axis(scale=self.x_scale, label="time", tick_format="%H:%M:%S"),
+            axes=[bqplot.Axis(scale=self.x_scale, label="time", tick_format=TIME_FORMAT,
+                              tick_values=np.array([], dtype="datetime64[ms]")),
                   bqplot.Axis(scale=self.y_scale, side="left", label="MiB", tick_format=".0f")],
             title="guest memory", animation_duration=0,
             fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
             layout=widgets.Layout(width="100%", height="320px"),
         )
+        self.x_axis: bqplot.Axis = self.figure.axes[0]
         # The key lives outside the SVG: an in-plot legend would hide the very lines it names.
         self.key = widgets.HTML(_key_html())
         self.key.add_class("balloonlab-plot-key")
@@ -170,12 +203,21 @@ class MemoryPlot(widgets.VBox):
             self.lines.y = data[:, 1:].T.astype(np.float32)  # MiB: float32 is exact enough, half the bytes
         oldest = data[0, 0] if len(data) else -np.inf
         top = self.ram_size / MiB if self.ram_size else (np.nanmax(data[:, 1:]) if len(data) else 0.0)
+        first, last = (data[0, 0], data[-1, 0]) if len(data) else (np.inf, -np.inf)
         for kind, scatter in self.markers.items():
             times = np.fromiter((t for t in self._marks[kind] if t >= oldest), dtype=float)
+            if len(times):
+                first, last = min(first, times.min()), max(last, times.max())
             if len(times) == len(scatter.x):
                 if len(times) == 0 or np.array_equal(_dates(times), scatter.x):
                     continue
             with scatter.hold_sync():
                 scatter.x = _dates(times)
                 scatter.y = np.full(len(times), top)
+        ticks = _dates(time_ticks(float(first), float(last)))
+        current = self.x_axis.tick_values
+        if current is None or not np.array_equal(ticks, current):  # a message only when the ticks move
+            with self.x_axis.hold_sync():
+                self.x_axis.tick_values = ticks
+                self.x_axis.tick_format = time_format(float(last - first) if len(ticks) else 0.0)
         return True
