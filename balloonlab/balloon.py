@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, TypeVar
 
 from . import _loop
@@ -33,6 +34,48 @@ T = TypeVar("T")
 BACKENDS = ("emulated", "live", "connected")
 ADVANCE, STATUS, TRACE, GUEST = ("x-balloonlab-advance", "x-balloonlab-status", "x-balloonlab-trace",
                                  "x-balloonlab-guest")
+
+
+@dataclass(frozen=True)
+class VirtioState:
+    """The balloon's virtio side at one moment (``lab.virtio()``, from ``x-balloonlab-status``).
+
+    Feature words as bit masks and names (balloon bits ``VIRTIO_BALLOON_F_*`` and transport bits ``VIRTIO_F_*``,
+    ``VIRTIO_RING_F_*``), the device status byte the driver wrote (15 = ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK),
+    the number of virtqueues, and the config space: ``num_pages`` (what the host asks the guest to give up) and
+    ``actual`` (what the driver says it holds), both in 4 KiB pages, and its 8 bytes.
+    """
+
+    host_features: int
+    guest_features: int
+    host_feature_names: tuple[str, ...]
+    guest_feature_names: tuple[str, ...]
+    device_status: int
+    num_queues: int
+    num_pages: int
+    actual_pages: int
+    config_bytes: bytes
+
+    @classmethod
+    def from_status(cls, device: dict) -> "VirtioState":
+        """From one entry of ``x-balloonlab-status``'s ``devices``."""
+        host, guest, config = device["host-features"], device["guest-features"], device["config"]
+        return cls(host_features=host["mask"], guest_features=guest["mask"], host_feature_names=tuple(host["names"]),
+                   guest_feature_names=tuple(guest["names"]), device_status=device["device-status"],
+                   num_queues=device["num-queues"], num_pages=config["num_pages"], actual_pages=config["actual"],
+                   config_bytes=bytes.fromhex(config["bytes"]))
+
+    @staticmethod
+    def _full(name: str) -> str:
+        return name if name.startswith("VIRTIO_") else "VIRTIO_BALLOON_F_" + name
+
+    def offered(self, name: str) -> bool:
+        """Whether the device offers a feature (``"STATS_VQ"`` or ``"VIRTIO_BALLOON_F_STATS_VQ"``)."""
+        return self._full(name) in self.host_feature_names
+
+    def accepted(self, name: str) -> bool:
+        """Whether the driver accepted (negotiated) a feature."""
+        return self._full(name) in self.guest_feature_names
 
 
 def _release(client: BalloonClient, emulator: Any, vm: Any, timeout: float) -> None:
@@ -141,6 +184,12 @@ class Balloon:
         return value
 
     @property
+    def target(self) -> int | None:
+        """The last balloon target (bytes) requested through this lab (``set_target``, ``qmp("balloon")``), or
+        None.  QEMU cannot be asked for the current target; a target set by another QMP client is not seen."""
+        return self._client.target
+
+    @property
     def ram_size(self) -> int:
         """The VM's RAM in bytes (``query-memory-size-summary``)."""
         return self._client.ram_size or 0
@@ -176,7 +225,10 @@ class Balloon:
                 f"({self.qemu_version or 'unknown QEMU'}) runs on real time. Use "
                 "balloonlab.emulate(clock='virtual') (or `balloonlab emulate --clock virtual`), or just wait.")
         try:
-            self._run(self._client.execute(ADVANCE, {"seconds": seconds}))
+            if self._client.wants_replay:
+                self._advance_replaying(seconds)
+            else:  # nobody watches: one command, nothing else to do
+                self._run(self._client.execute(ADVANCE, {"seconds": seconds}))
         except QMPError as exc:
             if exc.error_class == "GenericError" and "virtual" in exc.desc:
                 raise VirtualClockRequired(
@@ -184,6 +236,23 @@ class Balloon:
                     "balloonlab.emulate(clock='virtual')") from None
             raise
         _loop.call_soon(self._client._poke)
+
+    def _advance_replaying(self, seconds: float) -> None:
+        """Advance in chunks the emulator's trace ring cannot overflow in, so that history and subscribers see every
+        report (a day at 1 s is 86 400 of them) with its own time, not just the state at the end."""
+        client = self._client
+        cursor, chunk = self._run(client.begin_replay())
+        try:
+            left_ns = round(seconds * 1e9)
+            chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
+            while True:
+                step_ns = min(chunk_ns, left_ns)
+                cursor = self._run(client.advance_replaying(step_ns / 1e9, cursor))
+                left_ns -= step_ns
+                if left_ns <= 0:
+                    break
+        finally:
+            _loop.call_soon(client.end_replay)
 
     def trace(self, since: int = 0) -> dict:
         """The stats virtqueue exchanges the emulator recorded (``x-balloonlab-trace``); emulated labs only."""
@@ -288,9 +357,19 @@ class Balloon:
         return self._run(self._client.read_status())
 
     def emulator_status(self) -> dict:
-        """``x-balloonlab-status`` of an emulator (clock, guest model, device holders)."""
+        """``x-balloonlab-status`` of an emulator: clock (``wall-clock``, ``vm-clock-ns``), guest model, and per
+        device the stats queue holder, the feature words, device status and config space (see docs/emulator.md)."""
         self._require(STATUS, "emulator_status()")
         return self._run(self._client.execute(STATUS))
+
+    def virtio(self) -> VirtioState:
+        """The balloon's feature bits, device status and config space (emulated labs; a real QEMU shows its
+        feature words with ``lab.qmp("x-query-virtio-status", path=lab.device_path + "/virtio-backend")``)."""
+        self._require(STATUS, "virtio()")
+        for device in self.emulator_status().get("devices", []):
+            if device.get("path") == self.device_path:
+                return VirtioState.from_status(device)
+        raise UnsupportedBackend(f"the emulator reports no virtio state for {self.device_path}")
 
     def info(self) -> dict:
         """A summary for ``%balloon info``: where, what, and the current settings."""
@@ -353,12 +432,14 @@ def connect(path: str, *, device_path: str | None = None, history: bool = False,
 
 def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
-            socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
+            guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
     legacy ``-balloon virtio`` placement) so the doc's examples run verbatim; ``id="balloon0"`` puts it at
-    ``/machine/peripheral/balloon0``.  ``memory`` like ``-m`` (a bare number is MiB).
+    ``/machine/peripheral/balloon0``.  ``memory`` like ``-m`` (a bare number is MiB).  ``guest_kernel`` (``"6.1"``
+    or ``"6.12"``) picks the ``linux`` guest's kernel; None: the one observed with that QEMU (6.1 with 7.2, 6.12
+    after), so ``emulate(qemu_version="7.2", guest_kernel="6.12")`` shows QEMU 7.2 ignoring tags >= 10.
     """
     try:
         from .emulator import Emulator
@@ -377,7 +458,8 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
     config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
-                           qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed)
+                           qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed,
+                           guest_kernel=guest_kernel)
 
     async def start() -> Any:
         emu = Emulator(config, socket_path)
@@ -403,4 +485,4 @@ def launch(memory: str | int = "512M", *, history: bool = False, timeout: float 
     return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
 
 
-__all__ = ["Balloon", "LabUpdate", "connect", "emulate", "launch"]
+__all__ = ["Balloon", "LabUpdate", "VirtioState", "connect", "emulate", "launch"]

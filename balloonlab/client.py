@@ -14,6 +14,9 @@ drives it.  It does the things every front end needs and none of them should rep
   at up to 2 Hz (slower when polling is off or the VM is paused), the interval every 2 s (another client may have
   changed it), and tells subscribers only what changed.  With nobody watching, a lab costs nothing but an idle
   socket, so a hundred labs in one process are cheap.
+* virtual-clock replay: polling sees only the state after an advance, so while someone watches, the lab advances
+  an emulator in chunks and feeds every report of each chunk from ``x-balloonlab-trace`` (with its own time) to
+  history and subscribers, as if it had been watched live.
 
 ``qemu.qmp``'s default event listener keeps every event forever (and queues them for a reader that does not
 exist here); this client dispatches events itself instead, so memory stays bounded.
@@ -36,7 +39,7 @@ from qemu.qmp.qmp_client import ExecInterruptedError, ExecuteError
 from . import _loop
 from .errors import BalloonDisconnected, NoBalloonDevice, QMPError
 from .history import History
-from .stats import GuestStats
+from .stats import UNSET, GuestStats, stats_for_version
 
 log = logging.getLogger("balloonlab.client")
 _qmp_log = logging.getLogger("balloonlab.qmp")
@@ -46,20 +49,26 @@ PERIPHERAL_CONTAINERS = ("/machine/peripheral", "/machine/peripheral-anon")
 INTERVAL_PROPERTY = "guest-stats-polling-interval"
 #: Watcher pacing (seconds): fastest stats read, slowest, and how often to re-read the interval.
 FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
-UPDATE_KINDS = ("stats", "interval", "actual", "event", "disconnected")
+#: Reports replayed per chunk of a virtual-clock advance: the emulator's trace ring holds 256 exchanges, a request
+#: and a report per poll, so 120 reports (240 exchanges) cannot have been pushed out before they are read.
+REPLAY_REPORTS = 120
+ADVANCE, TRACE = "x-balloonlab-advance", "x-balloonlab-trace"
+UPDATE_KINDS = ("stats", "interval", "actual", "event", "disconnected", "target")
 
 
 @dataclass(frozen=True)
 class LabUpdate:
     """What changed, as delivered to ``lab.subscribe`` callbacks (on balloonlab's background thread)."""
 
-    kind: str  #: "stats" | "interval" | "actual" | "event" | "disconnected"
+    kind: str  #: "stats" | "interval" | "actual" | "event" | "disconnected" | "target"
     stats: GuestStats | None = None
     interval: int | None = None
     actual: int | None = None
     event: dict | None = None
     error: str | None = None  #: for "disconnected": why
-    time: float = field(default_factory=time.time)  #: host time it was observed
+    target: int | None = None  #: for "target": the bytes just requested with QMP ``balloon`` through this lab
+    #: host time it was observed; for a report replayed by a virtual-clock advance, the (virtual) time it came
+    time: float = field(default_factory=time.time)
 
 
 class _QMP(QMPClient):
@@ -70,6 +79,14 @@ class _QMP(QMPClient):
         self.logger = _qmp_log
         self._on_event = on_event
         self.reaper: asyncio.Task | None = None
+
+    # qemu.qmp logs every message at DEBUG with an eagerly built, indented JSON dump (str(msg)); a day of virtual
+    # time replayed from the trace would spend most of its CPU there.  Build it only when DEBUG is on.
+    def _cb_outbound(self, msg: Any) -> Any:
+        return super()._cb_outbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
+    def _cb_inbound(self, msg: Any) -> Any:
+        return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
 
     async def _event_dispatch(self, msg: Any) -> None:
         try:
@@ -94,6 +111,8 @@ class BalloonClient:
         self.ram_size: int | None = None
         self.interval: int | None = None
         self.actual: int | None = None
+        #: The last balloon target (bytes) requested through this connection: QEMU cannot be asked for it.
+        self.target: int | None = None
         self.last_stats: GuestStats | None = None
         self.status: str | None = None
         self.running: bool | None = None
@@ -113,6 +132,7 @@ class BalloonClient:
         self._wake: asyncio.Event | None = None
         self._refresh_meta = True
         self._last_raw: dict | None = None
+        self._replaying = False  # a virtual-clock advance is feeding reports from the trace: the watcher waits
 
     # Connection ------------------------------------------------------------------------------------------------
     @property
@@ -269,7 +289,7 @@ class BalloonClient:
             raise BalloonDisconnected(self.disconnected_message())
         timeout = self.command_timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
+            result = await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
         except ExecuteError as exc:
             raise QMPError(exc.error_class, exc.error.error.desc, command) from None
         except (ExecInterruptedError, StateError, EOFError, ConnectionError, BrokenPipeError) as exc:
@@ -279,6 +299,9 @@ class BalloonClient:
             raise BalloonDisconnected(
                 f"QEMU at {self.socket_path} did not answer {command!r} within {timeout:g} s (is it stopped with "
                 "SIGSTOP, or stuck?)") from None
+        if command == "balloon" and isinstance((arguments or {}).get("value"), int):
+            self._observe_target(arguments["value"])  # set_target, lab.qmp("balloon"), %%qmp balloon alike
+        return result
 
     async def qom_get(self, prop: str) -> Any:
         return await self.execute("qom-get", {"path": self.device_path, "property": prop})
@@ -317,16 +340,59 @@ class BalloonClient:
         return st
 
     # Observations: one place decides what changed and tells subscribers ---------------------------------------
-    def _observe_stats(self, raw: dict) -> GuestStats:
+    def _observe_stats(self, raw: dict, when: float | None = None) -> GuestStats:
+        """``when``: the host time of the report (a replayed report's own); default now."""
         if raw == self._last_raw and self.last_stats is not None:
             return self.last_stats
         stats = GuestStats(raw)
         self._last_raw = raw
         self.last_stats = stats
+        when = time.time() if when is None else when
         if self._demand():
-            self.history.add(time.time(), stats, self.interval, self.actual)
-        self._notify(LabUpdate("stats", stats=stats))
+            self.history.add(when, stats, self.interval, self.actual)
+        self._notify(LabUpdate("stats", stats=stats, time=when))
         return stats
+
+    # Virtual-clock replay: every report of an advance, not just the last --------------------------------------
+    @property
+    def wants_replay(self) -> bool:
+        """Whether an advance should replay its reports: someone watches and the emulator keeps a trace."""
+        return self._demand() and TRACE in self.commands
+
+    async def begin_replay(self) -> tuple[int, float]:
+        """Pause the watcher's stats reads and return (trace cursor, longest chunk in seconds)."""
+        self._replaying = True
+        interval = await self.read_interval()
+        cursor = (await self.execute(TRACE, {"path": self.device_path, "since": 2**63 - 1}))["next"]
+        return cursor, (REPLAY_REPORTS * interval if interval > 0 else float("inf"))
+
+    def end_replay(self) -> None:
+        self._replaying = False
+        self._poke()
+
+    async def advance_replaying(self, seconds: float, cursor: int) -> int:
+        """Advance the virtual clock by one chunk and feed each report it produced, with its own time, to history
+        and subscribers; returns the new trace cursor."""
+        await self.execute(ADVANCE, {"seconds": seconds})
+        trace = await self.execute(TRACE, {"path": self.device_path, "since": cursor})
+        exchanges = trace["exchanges"]
+        if exchanges and exchanges[0]["seq"] > cursor:
+            log.warning("balloonlab: %d stats-queue exchanges fell out of the emulator's trace before they were "
+                        "read; history misses their reports", exchanges[0]["seq"] - cursor)
+        for x in exchanges:
+            if x["kind"] == "report":
+                self._observe_stats(self._raw_from_report(x), when=x["time"])
+        return trace["next"]
+
+    def _raw_from_report(self, exchange: dict) -> dict:
+        """The ``guest-stats`` a report leaves behind, from the entries the device decoded: QEMU resets every stat
+        to unset, then applies each entry it does not ignore; last-update is the report's whole second."""
+        version = tuple(int(p) for p in (self.qemu_version or "0.0").split(".")[:2])
+        stats = {info.qmp_key: UNSET for info in stats_for_version(version)}  # type: ignore[arg-type]
+        for entry in exchange["entries"]:
+            if not entry["ignored"] and entry["name"] is not None:
+                stats["stat-" + entry["name"]] = entry["value"]
+        return {"stats": stats, "last-update": int(exchange["time"])}
 
     def _observe_interval(self, value: int) -> None:
         if value != self.interval:
@@ -337,6 +403,11 @@ class BalloonClient:
         if value != self.actual:
             self.actual = value
             self._notify(LabUpdate("actual", actual=value))
+
+    def _observe_target(self, value: int) -> None:
+        # Every accepted request is news (the same target twice is still a request), unlike interval/actual.
+        self.target = value
+        self._notify(LabUpdate("target", target=value))
 
     def events_snapshot(self) -> list[dict]:
         """The recorded events, oldest first (safe from any thread)."""
@@ -425,7 +496,8 @@ class BalloonClient:
                         await self.read_actual()
                     await self.read_interval()
                     next_meta = loop.time() + META_PERIOD
-                await self.read_stats()
+                if not self._replaying:
+                    await self.read_stats()
             except BalloonDisconnected:
                 return
             except QMPError as exc:  # e.g. the device was unplugged: say so once per period, keep going

@@ -264,6 +264,27 @@ def test_emulate_placement_and_options():
         balloonlab.emulate(clock="sundial")
 
 
+def test_guest_kernel_and_the_virtio_view():
+    """A 6.12 guest on the 7.2 profile sends 16 tags, QEMU 7.2 keeps 10; lab.virtio() shows features and config."""
+    with balloonlab.emulate(qemu_version="7.2", guest_kernel="6.12", clock="virtual", id="balloon0") as lab:
+        entries = lab.trace()["exchanges"][0]["entries"]
+        assert len(entries) == 16 and [e["tag"] for e in entries if e["ignored"]] == list(range(10, 16))
+        assert len(lab.stats()) == 10
+        v = lab.virtio()
+        assert v.offered("STATS_VQ") and v.offered("VIRTIO_BALLOON_F_PAGE_POISON") and not v.offered("REPORTING")
+        assert v.accepted("STATS_VQ") and not v.accepted("PAGE_POISON")
+        assert (v.num_pages, v.actual_pages, v.device_status, v.num_queues) == (0, 0, 15, 3)
+        lab.set_target("384M")
+        assert lab.virtio().num_pages == 128 * MiB // 4096  # written at once; actual follows the driver
+        lab.advance("1s")
+        assert lab.virtio().actual_pages == 128 * MiB // 4096
+        assert lab.virtio().config_bytes == (32768).to_bytes(4, "little") * 2
+    with balloonlab.emulate(qemu_version="7.2", guest_kernel="6.1", clock="virtual") as lab:
+        assert len(lab.trace()["exchanges"][0]["entries"]) == 10
+    with pytest.raises(EmulatorOptionError, match="6.12"):
+        balloonlab.emulate(guest_kernel="2.6")
+
+
 def test_doctor_verdicts_for_emulated_guests():
     with balloonlab.emulate(guest="nodriver") as lab:
         lab.polling_interval = 1
@@ -297,6 +318,32 @@ def test_virtual_clock_makes_time_a_parameter():
         lab.advance("1m")
         later = lab.stats().last_update_seconds
         assert 50 <= later - first <= 60
+
+
+@pytest.mark.parametrize("interval,duration", [(1, 3600), (7, 7200)])
+def test_advance_replays_every_report_into_history_and_subscribers(interval, duration):
+    """On a virtual clock an advance shows history and subscribers each report with its own time, not only the
+    state at the end (the watcher alone would see one sample per advance).  QEMU re-arms its timer when the answer
+    comes, 2 ms after the request here, so a poll takes interval + 2 ms."""
+    reports = int(duration / (interval + 0.002))
+    with balloonlab.emulate(clock="virtual", id="balloon0") as lab:
+        lab.history.enabled = True
+        seen = []
+        lab.subscribe(lambda u: seen.append(u) if u.kind == "stats" else None)
+        lab.polling_interval = interval
+        lab.advance("1s")
+        before, seen_before = len(lab.history), len(seen)
+        lab.advance(duration)
+        updates = [u.stats.last_update_seconds for u in seen[seen_before:]]
+        cols = lab.history.columns_dict(("time", "last-update", "free-memory"))
+        stamps = cols["last-update"][before:]
+        assert abs(len(stamps) - reports) <= 1 and abs(len(updates) - reports) <= 1
+        assert all(0 < b - a <= interval + 1 for a, b in zip(stamps, stamps[1:])), "a report is missing"
+        assert updates == stamps
+        times = cols["time"][before:]
+        assert all(0 < b - a < interval + 1 for a, b in zip(times, times[1:]))  # each report's own (virtual) time
+        assert lab.stats().last_update_seconds == stamps[-1]
+        assert cols["free-memory"][-1] == lab.stats()["free-memory"]
 
 
 @pytest.fixture
@@ -360,6 +407,21 @@ def test_advance_an_external_emulator_on_a_virtual_clock(external_emulator):
         assert 20 <= lab.stats().last_update_seconds - first <= 30
         with pytest.raises(UnsupportedBackend):
             lab.guest_exec("true")
+
+
+def test_doctor_reads_an_external_emulators_virtual_wall_clock(external_emulator):
+    """Staleness is judged on the emulator's own wall clock (x-balloonlab-status "wall-clock"): on a virtual clock
+    the host's would call a report 60 virtual seconds old fresh."""
+    sock, start = external_emulator
+    start("--clock", "virtual", "--guest", "buggy")
+    with balloonlab.connect(sock) as lab:
+        lab.polling_interval = 1  # the buggy guest keeps the buffer after this first request
+        lab.advance("2s")
+        assert lab.doctor().verdict == "healthy"
+        lab.advance("60s")
+        d = lab.doctor()
+        assert d.verdict == "stale", d.message
+        assert d.details["age"] >= 60
 
 
 def test_a_fleet_of_unwatched_labs_runs_no_watchers():

@@ -185,6 +185,13 @@ def test_emulate_returns_the_lab_and_makes_it_current(ip):
     assert lab.qemu_version.startswith("7.2")
 
 
+def test_emulate_guest_kernel(ip):
+    """A Linux 6.12 guest on QEMU 7.2: it sends 16 tags, QEMU 7.2 keeps the 10 it knows."""
+    lab = balloon(ip, "emulate --qemu-version 7.2 --guest-kernel 6.12 --clock virtual")
+    entries = lab.trace()["exchanges"][0]["entries"]
+    assert len(entries) == 16 and sum(e["ignored"] for e in entries) == 6 and len(lab.stats()) == 10
+
+
 def test_emulate_paused_starts_the_vm_paused(ip):
     lab = balloon(ip, "emulate --paused")
     assert lab.running is False
@@ -195,6 +202,7 @@ def test_emulate_paused_starts_the_vm_paused(ip):
     ("emulate --guest plan9", "unknown guest model 'plan9'"),
     ("emulate --qemu-version 1.0", "unknown QEMU version '1.0'"),
     ("emulate --memory lots", "not a size: 'lots'"),
+    ("emulate --guest-kernel 2.6", "unknown guest kernel '2.6'"),
     ("emulate --memory 0", "more than 0 bytes"),
     ("launch --memory lots", "not a size: 'lots'"),
     ("connect /nonexistent/qmp.sock", "no such socket: /nonexistent/qmp.sock"),
@@ -450,6 +458,28 @@ def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
         assert panel.closed and lab.closed
     finally:
         panel.close()
+
+
+def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
+    widgets = pytest.importorskip("balloonlab.widgets")
+    first = balloon(ip, "panel")
+    second = balloon(ip, "panel")  # the cell run again
+    try:
+        assert isinstance(second, widgets.BalloonPanel) and not second.closed
+        assert first.closed and not first._pump.alive  # its thread is gone, not piling up
+        assert magics_of(ip).panels == [second]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_watch_status_counts_refreshes_not_guest_reports():
+    from balloonlab.watch import StatsView
+
+    one = StatsView(None, interval=1, actual=None, reports=1, state="live").status()
+    assert "refreshed 1 time since the watch started" in one
+    assert "report" not in one and "update" not in one  # it cannot know how many reports the guest made
+    assert "refreshed 10 times" in StatsView(None, interval=1, actual=None, reports=10, state="live").status()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("cont"),
     Command("system_reset"),
     Command("quit"),
+    Command("x-query-virtio"),
+    Command("x-query-virtio-status", (Arg("path", "str"),)),
     Command("x-balloonlab-advance", (Arg("seconds", "number"),)),
     Command("x-balloonlab-status"),
     Command("x-balloonlab-trace", (Arg("path", "str", True), Arg("since", "int", True))),

@@ -24,6 +24,8 @@ class BalloonSpec:
     deflate_on_oom: bool = False
     free_page_reporting: bool = False
     free_page_hint: bool = False
+    #: ``page-poison``: on by default in QEMU (offers VIRTIO_BALLOON_F_PAGE_POISON).
+    page_poison: bool = True
     #: ``guest-stats-polling-interval`` given on the command line (QEMU accepts it as a -device property).
     polling_interval: int = 0
     #: ``-balloon virtio`` (the legacy spelling of QEMU's stats doc): anonymous, at peripheral-anon/device[1].

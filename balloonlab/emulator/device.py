@@ -27,11 +27,15 @@ from .virtio import (
     ENTRY_SIZE,
     F_DEFLATE_ON_OOM,
     F_FREE_PAGE_HINT,
+    F_PAGE_POISON,
     F_REPORTING,
     F_STATS_VQ,
+    HOST_TRANSPORT,
     PAGE_SHIFT,
+    STATUS_DRIVER_READY,
     BalloonConfig,
     StatsVirtqueue,
+    feature_names,
 )
 
 UINT32_MAX = 2**32 - 1
@@ -43,7 +47,7 @@ class VirtioBalloon:
 
     def __init__(self, clock: Clock, ram_size: int, version: tuple[int, int], *,
                  deflate_on_oom: bool = False, free_page_hint: bool = False, free_page_reporting: bool = False,
-                 emit: Callable[[str, dict], None] | None = None) -> None:
+                 page_poison: bool = True, emit: Callable[[str, dict], None] | None = None) -> None:
         self.clock = clock
         self.ram_size = ram_size
         self.version = version
@@ -63,14 +67,18 @@ class VirtioBalloon:
         self.statsq = StatsVirtqueue(clock, self.n_known)
         self.statsq.on_report = self._receive_stats
         self.config = BalloonConfig()
-        self.host_features = F_STATS_VQ
-        if deflate_on_oom:
-            self.host_features |= F_DEFLATE_ON_OOM
-        if free_page_hint:
-            self.host_features |= F_FREE_PAGE_HINT
-        if free_page_reporting:
-            self.host_features |= F_REPORTING
+        # QEMU: the properties switch their bits (page-poison on by default), get_features adds STATS_VQ always;
+        # virtio-pci adds the transport bits.
+        self.host_features = HOST_TRANSPORT | F_STATS_VQ
+        for on, bit in ((deflate_on_oom, F_DEFLATE_ON_OOM), (free_page_hint, F_FREE_PAGE_HINT),
+                        (page_poison, F_PAGE_POISON), (free_page_reporting, F_REPORTING)):
+            if on:
+                self.host_features |= bit
         self.guest_features = 0
+        #: The virtio device status byte the driver wrote (0 until a driver probes, 15 once it is ready).
+        self.device_status = 0
+        #: The queue the driver selected last (virtio-pci's queue_select); setting up the queues leaves the last.
+        self.queue_sel = 0
         #: The driver's config-change interrupt handler (set by the guest model when its driver loads).
         self.on_config_change: Callable[[], None] | None = None
 
@@ -157,15 +165,25 @@ class VirtioBalloon:
             self.emit("BALLOON_CHANGE", qdict((("actual", self.actual_bytes),)))
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
+    @property
+    def num_queues(self) -> int:
+        """inflateq, deflateq, statsq, then free_page_vq and reporting_vq only when their features are on."""
+        return 3 + bool(self.free_page_hint) + bool(self.free_page_reporting)
+
     def driver_ok(self, features: int) -> None:
-        """The driver negotiated ``features`` (masked by what the device offers)."""
+        """The driver negotiated ``features`` (masked by what the device offers), set up every queue and said
+        DRIVER_OK."""
         self.guest_features = features & self.host_features
+        self.device_status = STATUS_DRIVER_READY
+        self.queue_sel = self.num_queues - 1
 
     def reset(self) -> None:
         """Virtio reset (system_reset, or the driver going away): the queue empties; QEMU >= 10.0 also clears
         the stats and last-update.  The polling interval and its timer stay."""
         self.statsq.reset()
         self.guest_features = 0
+        self.device_status = 0
+        self.queue_sel = 0
         self.on_config_change = None
         if self.version >= (10, 0):
             self.stats = [UNSET] * self.n_known
@@ -176,4 +194,17 @@ class VirtioBalloon:
             self.timer.delete()
 
     def status(self) -> dict:
-        return {"statsq-holder": self.statsq.holder, "exchanges": self.statsq.exchanges}
+        """This device's part of ``x-balloonlab-status``: the stats queue, and the virtio side (feature words as
+        bit masks and names, device status, config space) so a client can show them without reaching into the
+        emulator."""
+        return {"statsq-holder": self.statsq.holder, "exchanges": self.statsq.exchanges,
+                "host-features": features_view(self.host_features),
+                "guest-features": features_view(self.guest_features),
+                "device-status": self.device_status, "num-queues": self.num_queues,
+                "config": {"num_pages": self.config.num_pages, "actual": self.config.actual,
+                           "bytes": self.config.to_bytes().hex()}}
+
+
+def features_view(mask: int) -> dict:
+    """A feature word as ``{"mask": int, "names": [...]}`` (names by bit, see virtio.feature_names)."""
+    return {"mask": mask, "names": feature_names(mask)}

@@ -28,7 +28,11 @@ from ..units import parse_duration, parse_size
 from .clock import NS, VM, Clock
 from .device import VirtioBalloon
 from .memory import MemoryModel
-from .virtio import F_DEFLATE_ON_OOM, F_STATS_VQ, PAGE_SHIFT, encode_stats, encode_values
+from .virtio import (F_DEFLATE_ON_OOM, F_FREE_PAGE_HINT, F_REPORTING, F_STATS_VQ, LINUX_TRANSPORT, PAGE_SHIFT,
+                     TRANSPORT_FEATURES, encode_stats, encode_values)
+
+#: EVENT_IDX and VERSION_1: the transport bits a driver older than RING_RESET (Linux 6.0) acks.
+_OLD_TRANSPORT = (1 << TRANSPORT_FEATURES["VIRTIO_RING_F_EVENT_IDX"]) | (1 << TRANSPORT_FEATURES["VIRTIO_F_VERSION_1"])
 
 BOOT_DELAY_NS = NS  #: power-on to balloon driver loaded (a TCG boot of the tiny guest takes 2.5-4 s)
 ANSWER_DELAY_NS = 2_000_000  #: request to answer (the driver's workqueue)
@@ -46,6 +50,10 @@ class Guest:
     """The ``linux`` guest; the other models override a few hooks."""
 
     name = "linux"
+    #: Feature bits the driver acks (the device keeps those it offers).  Linux's driver knows every balloon bit
+    #: but clears PAGE_POISON unless the kernel poisons freed pages (it does not by default); of the transport
+    #: bits it acks EVENT_IDX, VERSION_1 and RING_RESET (observed with x-query-virtio-status).
+    driver_features = F_STATS_VQ | F_DEFLATE_ON_OOM | F_FREE_PAGE_HINT | F_REPORTING | LINUX_TRANSPORT
     has_driver = True
 
     def __init__(self, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
@@ -88,8 +96,7 @@ class Guest:
     def _load_driver(self) -> None:
         dev = self.device
         assert dev is not None
-        features = F_STATS_VQ | (F_DEFLATE_ON_OOM if dev.deflate_on_oom else 0)
-        dev.driver_ok(features)
+        dev.driver_ok(self.driver_features)
         dev.on_config_change = self._config_changed
         dev.statsq.on_request = self._on_request
         self.driver_loaded = True
@@ -278,6 +285,7 @@ class PartialGuest(Guest):
     """An old driver (Linux 4.5 era: before available-memory and disk-caches) reporting tags 0-5 only."""
 
     name = "partial"
+    driver_features = F_STATS_VQ | _OLD_TRANSPORT  # DEFLATE_ON_OOM came with Linux 4.6
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -288,6 +296,7 @@ class WindowsGuest(Guest):
     """virtio-win's balloon driver and service: same stat names, Windows meanings."""
 
     name = "windows"
+    driver_features = F_STATS_VQ | _OLD_TRANSPORT  # an assumption: not observed
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

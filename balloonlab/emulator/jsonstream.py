@@ -20,6 +20,7 @@ that fits int64 or uint64 is an ``int``; any other integer and every fraction or
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, NamedTuple
 
@@ -530,6 +531,62 @@ def to_json(value: Any) -> str:
 
     Dicts are written in their own order (the machine already orders them as QEMU's QDict would).
     """
+    text = _fast_json(value)
+    return text if text is not None else _slow_json(value)
+
+
+#: The C encoder writes what _slow_json writes for dicts, lists, ints, bools, null and plain strings (printable
+#: ASCII without quote or backslash); it differs for escaped characters (lowercase \\u, DEL left raw) and floats
+#: (Python's shortest repr, not QEMU's "%.17g").  A large reply (a trace of 256 exchanges) is ~10x faster this way.
+_C_ENCODER = json.JSONEncoder(ensure_ascii=True, check_circular=False, separators=(", ", ": "))
+_FLOAT_TOKEN = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]\d+)?|-?Infinity|NaN")
+
+
+def _fast_json(value: Any) -> str | None:
+    """The C encoder's text with floats rewritten as QEMU prints them, or None when only the slow path is exact."""
+    try:
+        text = _C_ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError):
+        return None  # the slow path raises the error with our words
+    if "\\" in text or "\x7f" in text:
+        return None
+    return _qemu_floats(text)
+
+
+def _qemu_floats(text: str) -> str:
+    """``text`` with each float token (Python's repr) rewritten as QEMU prints it ("%.17g").
+
+    Outside string literals only a float holds ".", "e+", "e-", "Infinity" or "NaN", and a number starts after
+    " " (": ", ", ") or "["; a position is inside a string when an odd number of quotes precede it (the text has
+    no backslash, so every quote delimits a string).  str.find and str.count do the scanning in C.
+    """
+    anchors = []
+    for anchor in (".", "e+", "e-", "Infinity", "NaN"):
+        i = text.find(anchor)
+        while i >= 0:
+            anchors.append(i)
+            i = text.find(anchor, i + 1)
+    if not anchors:
+        return text
+    out: list[str] = []
+    pos = quotes_pos = quotes = 0
+    for i in sorted(anchors):
+        if i < pos:
+            continue  # part of the float just rewritten ("1.5e+20" has two anchors)
+        quotes += text.count('"', quotes_pos, i)
+        quotes_pos = i
+        if quotes % 2:
+            continue  # inside a string
+        start = max(text.rfind(" ", 0, i), text.rfind("[", 0, i)) + 1
+        m = _FLOAT_TOKEN.match(text, start)
+        assert m is not None and m.end() > i, text[start:i + 20]
+        out += (text[pos:start], _scalar_json(float(m.group())))
+        pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _slow_json(value: Any) -> str:
     out: list[str] = []
     stack: list[list] = []  # [iterator, is_dict, first]
     while True:

@@ -26,6 +26,7 @@ from .guests import BOOT_DELAY_NS, default_kernel, make_guest
 from .memory import KERNELS
 from .qom import QObject, check_bool, container, qdict, resolve
 from .qomdata import BACKEND, MACHINE, PCI_PROXY, ROOT_CHILDREN
+from .virtio_qmp import not_a_virtio_device, virtio_list, virtio_status
 
 NO_BALLOON = "No balloon device has been activated"
 #: VM time after a reset at which the firmware (SeaBIOS on a warm boot) resets the machine again.  Real QEMU 7.2
@@ -161,14 +162,14 @@ class Machine:
     def _build_balloon(self, spec) -> QObject:
         dev = VirtioBalloon(self.clock, self.config.ram_size, self.version, deflate_on_oom=spec.deflate_on_oom,
                             free_page_hint=spec.free_page_hint, free_page_reporting=spec.free_page_reporting,
-                            emit=self.emit)
+                            page_poison=spec.page_poison, emit=self.emit)
         self.device = dev
         if spec.polling_interval:
             dev.set_poll_interval(spec.polling_interval)
         proxy = QObject(spec.driver, props=False)
         backend = QObject("virtio-balloon-device", props=False)
         spec_values = {"deflate-on-oom": spec.deflate_on_oom, "free-page-hint": spec.free_page_hint,
-                       "free-page-reporting": spec.free_page_reporting}
+                       "free-page-reporting": spec.free_page_reporting, "page-poison": spec.page_poison}
         device_props = {"guest-stats": (dev.guest_stats, None),
                         POLL_PROPERTY: (lambda: dev.poll_interval, dev.set_poll_interval)}
         for name, typ, value, kind in BACKEND:
@@ -349,6 +350,22 @@ class Machine:
             else:
                 self.on_quit()
         return {}
+
+    def _backend_path(self) -> str | None:
+        return None if self.device_path is None else self.device_path + "/virtio-backend"
+
+    def _cmd_x_query_virtio(self) -> list[dict]:
+        return virtio_list(self._backend_path())
+
+    def _cmd_x_query_virtio_status(self, path: str) -> dict:
+        """QEMU resolves ``path`` (partial paths too) and wants the virtio device itself, not its PCI proxy."""
+        try:
+            node = resolve(self.root, path)
+        except QMPError:
+            node = None
+        if node is None or self.device is None or node.path != self._backend_path():
+            raise not_a_virtio_device(self.version, path)
+        return virtio_status(self.device, self.running)
 
     # -- vendor commands ------------------------------------------------------------------------------------------
     def _cmd_x_balloonlab_advance(self, seconds: float) -> dict:

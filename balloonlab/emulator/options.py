@@ -42,7 +42,7 @@ qemu-system options (same spelling as QEMU's):
   -qmp unix:PATH,server=on,wait=off   QMP socket (default: qmp.sock in a fresh private directory)
   -m SIZE                 RAM: 512 (MiB), 512M, 1G, size=512M (default 128M, as QEMU)
   -device virtio-balloon-pci[,id=ID][,deflate-on-oom=on|off][,free-page-reporting=on|off]
-          [,free-page-hint=on|off][,guest-stats-polling-interval=SECONDS]
+          [,free-page-hint=on|off][,page-poison=on|off][,guest-stats-polling-interval=SECONDS]
                           the balloon (without id: /machine/peripheral-anon/device[0])
   -balloon virtio         legacy spelling: an anonymous balloon at /machine/peripheral-anon/device[1]
   -S                      start paused ('cont' over QMP starts the VM)
@@ -169,7 +169,7 @@ def parse_device(text: str) -> BalloonSpec:
             if not value:
                 raise _fail(option, "id needs a value")
             spec.id = value
-        elif key in ("deflate-on-oom", "free-page-reporting", "free-page-hint"):
+        elif key in ("deflate-on-oom", "free-page-reporting", "free-page-hint", "page-poison"):
             setattr(spec, key.replace("-", "_"), _onoff(option, key, value))
         elif key == "guest-stats-polling-interval":
             try:
@@ -183,7 +183,7 @@ def parse_device(text: str) -> BalloonSpec:
             spec.polling_interval = interval
         else:
             raise _fail(option, f"property '{key}' is not modelled by the emulator (known: id, deflate-on-oom, "
-                                "free-page-reporting, free-page-hint, guest-stats-polling-interval)")
+                                "free-page-reporting, free-page-hint, page-poison, guest-stats-polling-interval)")
     return spec
 
 

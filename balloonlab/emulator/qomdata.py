@@ -96,7 +96,7 @@ BACKEND = (
     ("iothread", "link<iothread>", "", "static"),
     ("deflate-on-oom", "bool", None, "static"),  # values from the BalloonSpec
     ("free-page-hint", "bool", None, "static"),
-    ("page-poison", "bool", True, "static"),
+    ("page-poison", "bool", None, "static"),  # from the BalloonSpec (on by default)
     ("qemu-4-0-config-size", "bool", False, "static"),
     ("free-page-reporting", "bool", None, "static"),
     ("guest-stats-polling-interval", "int", None, "device"),

@@ -37,6 +37,44 @@ F_STATS_VQ = 1 << FEATURES["VIRTIO_BALLOON_F_STATS_VQ"]
 F_DEFLATE_ON_OOM = 1 << FEATURES["VIRTIO_BALLOON_F_DEFLATE_ON_OOM"]
 F_FREE_PAGE_HINT = 1 << FEATURES["VIRTIO_BALLOON_F_FREE_PAGE_HINT"]
 F_REPORTING = 1 << FEATURES["VIRTIO_BALLOON_F_REPORTING"]
+F_PAGE_POISON = 1 << FEATURES["VIRTIO_BALLOON_F_PAGE_POISON"]
+
+#: Generic virtio feature bits ("transport" features) a balloon's feature words carry.
+TRANSPORT_FEATURES = {
+    "VIRTIO_F_NOTIFY_ON_EMPTY": 24,
+    "VIRTIO_F_ANY_LAYOUT": 27,
+    "VIRTIO_RING_F_INDIRECT_DESC": 28,
+    "VIRTIO_RING_F_EVENT_IDX": 29,
+    "VIRTIO_F_BAD_FEATURE": 30,  # legacy virtio-pci offers it; a driver that acks it is broken
+    "VIRTIO_F_VERSION_1": 32,
+    "VIRTIO_F_IOMMU_PLATFORM": 33,
+    "VIRTIO_F_RING_PACKED": 34,
+    "VIRTIO_F_IN_ORDER": 35,
+    "VIRTIO_F_ORDER_PLATFORM": 36,
+    "VIRTIO_F_SR_IOV": 37,
+    "VIRTIO_F_RING_RESET": 40,
+}
+_T = {name: 1 << bit for name, bit in TRANSPORT_FEATURES.items()}
+#: What QEMU's virtio-balloon-pci offers besides the balloon bits, with default properties (observed on 7.2 and
+#: 10.0 with x-query-virtio-status): notify_on_empty, any_layout, indirect_desc, event_idx, the legacy BAD_FEATURE
+#: bit, VERSION_1 (modern virtio-pci) and RING_RESET (queue_reset=on).
+HOST_TRANSPORT = (_T["VIRTIO_F_NOTIFY_ON_EMPTY"] | _T["VIRTIO_F_ANY_LAYOUT"] | _T["VIRTIO_RING_F_INDIRECT_DESC"]
+                  | _T["VIRTIO_RING_F_EVENT_IDX"] | _T["VIRTIO_F_BAD_FEATURE"] | _T["VIRTIO_F_VERSION_1"]
+                  | _T["VIRTIO_F_RING_RESET"])
+#: What Linux's virtio-pci acks of those (observed with a 6.1 guest on QEMU 7.2 and 10.0).
+LINUX_TRANSPORT = _T["VIRTIO_RING_F_EVENT_IDX"] | _T["VIRTIO_F_VERSION_1"] | _T["VIRTIO_F_RING_RESET"]
+ALL_FEATURES = {**FEATURES, **TRANSPORT_FEATURES}
+
+#: Device status bits (virtio spec 2.1) as the driver sets them on probe.
+STATUS_BITS = {"VIRTIO_CONFIG_S_ACKNOWLEDGE": 1, "VIRTIO_CONFIG_S_DRIVER": 2, "VIRTIO_CONFIG_S_DRIVER_OK": 4,
+               "VIRTIO_CONFIG_S_FEATURES_OK": 8, "VIRTIO_CONFIG_S_NEEDS_RESET": 64, "VIRTIO_CONFIG_S_FAILED": 128}
+STATUS_DRIVER_READY = 1 | 2 | 8 | 4
+
+
+def feature_names(mask: int) -> list[str]:
+    """The names of the bits set in ``mask`` (balloon and transport bits; unknown bits as ``bit N``), by bit."""
+    names = {bit: name for name, bit in ALL_FEATURES.items()}
+    return [names.get(bit, f"bit {bit}") for bit in range(64) if mask >> bit & 1]
 QUEUES = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
 
 TRACE_LENGTH = 256
