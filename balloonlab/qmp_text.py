@@ -166,32 +166,51 @@ def _decode_json(text: str, start: int, first_line: int) -> tuple[Any, int]:
     return value, end
 
 
+class _Strings:
+    """Where a left-to-right scan stands with respect to ``"..."`` and ``'...'`` strings (backslash escapes
+    honoured): the one string-skipping rule of both the JSON extent scan and the qmp-shell tokenizer."""
+
+    __slots__ = ("quote", "_escaped")
+
+    def __init__(self) -> None:
+        self.quote = ""  # the quote of the string the scan is in; "" outside strings
+        self._escaped = False
+
+    def feed(self, ch: str) -> bool:
+        """Advance over ``ch``; True when it belongs to a string (its opening and closing quotes included)."""
+        if self.quote:
+            if self._escaped:
+                self._escaped = False
+            elif ch == "\\":
+                self._escaped = True
+            elif ch == self.quote:
+                self.quote = ""
+            return True
+        if ch in "\"'":
+            self.quote = ch
+            return True
+        return False
+
+
 def _json_extent(text: str, start: int, first_line: int) -> tuple[int, bool]:
     """End of the JSON value starting at ``start`` (brackets balanced, strings skipped); also whether it has
     single-quoted strings."""
-    depth, quote, escaped, single = 0, "", False, False
+    strings = _Strings()
+    depth, single = 0, False
     for i in range(start, len(text)):
         ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
-                if depth == 0:
-                    return i + 1, single
+        if strings.feed(ch):
+            single = single or strings.quote == "'"
+            if not strings.quote and depth == 0:  # the closing quote of a top-level string
+                return i + 1, single
             continue
-        if ch in "\"'":
-            quote = ch
-            single = single or ch == "'"
-        elif ch in "{[":
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
             if depth <= 0:
                 return i + 1, single
-    what = "string" if quote else "object"
+    what = "string" if strings.quote else "object"
     raise QMPTextError(f"JSON parse error: unterminated {what} at the end of the cell",
                        first_line + text.count("\n", 0, start))
 
@@ -254,16 +273,11 @@ def _split_tokens(text: str, line: int) -> list[str]:
     """Whitespace-separated tokens, where quotes and brackets hold spaces (``x={"a": 1}``, ``p="a b"``)."""
     tokens: list[str] = []
     current: list[str] = []
-    depth, quote, escaped = 0, "", False
+    strings = _Strings()
+    depth = 0
     for ch in text.strip():
-        if quote:
+        if strings.feed(ch):
             current.append(ch)
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = ""
             continue
         if ch.isspace() and depth == 0:
             if current:
@@ -271,14 +285,12 @@ def _split_tokens(text: str, line: int) -> list[str]:
                 current = []
             continue
         current.append(ch)
-        if ch in "\"'":
-            quote = ch
-        elif ch in "{[":
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth = max(0, depth - 1)
-    if quote:
-        raise QMPTextError(f"unterminated {quote} quote", line)
+    if strings.quote:
+        raise QMPTextError(f"unterminated {strings.quote} quote", line)
     if current:
         tokens.append("".join(current))
     return tokens

@@ -20,17 +20,10 @@ from balloonlab import _loop
 from balloonlab.errors import (BalloonDisconnected, EmulatorOptionError, QMPError, UnsupportedBackend,
                                VirtualClockRequired)
 from balloonlab.stats import GuestStats
-from tests.fixtures.qemu import process_gone, wait_until
+from tests.helpers import clean_loop, process_gone, wait_until  # noqa: F401  (clean_loop: autouse fixture)
 
 MiB = 1 << 20
 RAM = 512 * MiB
-
-
-@pytest.fixture(autouse=True)
-def clean_loop():
-    before = len(_loop.loop_errors())
-    yield
-    assert _loop.loop_errors()[before:] == [], "an exception escaped into balloonlab's background loop"
 
 
 @pytest.fixture(scope="module", params=["emulated", pytest.param("live", marks=pytest.mark.qemu)])

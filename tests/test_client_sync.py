@@ -9,8 +9,7 @@ import threading
 import pytest
 
 import balloonlab
-from balloonlab import _loop
-from tests.fixtures.qemu import wait_until
+from tests.helpers import clean_loop, wait_until  # noqa: F401  (clean_loop: autouse fixture)
 
 pytestmark = pytest.mark.qemu
 
@@ -25,13 +24,6 @@ def lab(qemu_binary):
             yield lab
     finally:
         vm.stop()
-
-
-@pytest.fixture(autouse=True)
-def clean_loop():
-    before = len(_loop.loop_errors())
-    yield
-    assert _loop.loop_errors()[before:] == [], "an exception escaped into balloonlab's background loop"
 
 
 def test_sync_calls_inside_a_running_event_loop(lab):

@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 from qemu.qmp import QMPClient
@@ -18,6 +17,7 @@ from qemu.qmp import QMPClient
 from balloonlab.emulator.config import BalloonSpec
 from balloonlab.emulator.options import main, parse_args
 from balloonlab.errors import EmulatorOptionError
+from tests.helpers import wait_until
 
 
 # -- parsing --------------------------------------------------------------------------------------------------------
@@ -124,9 +124,7 @@ def emulate_process(*args: str):
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float = 20) -> int:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: proc.poll() is not None, timeout, interval=0.02)
     return proc.poll()
 
 

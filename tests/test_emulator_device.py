@@ -29,6 +29,14 @@ def make(version="10.0", guest="linux", paused=False, **kw):
     return m, clock, events
 
 
+def polling(interval, **kw):
+    """A machine booted on the virtual clock, 2 s in, with polling just switched on at ``interval`` s."""
+    m, clock, events = make(**kw)
+    clock.advance(2)
+    poll(m, interval)
+    return m, clock, events
+
+
 def stats(m):
     return m.execute("qom-get", {"path": P, "property": "guest-stats"})
 
@@ -63,18 +71,14 @@ def test_the_guest_needs_its_boot_time_after_cont():
 
 
 def test_interval_one_polls_about_once_a_second():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 1)
+    m, clock, _ = polling(1)
     clock.advance(10)
     assert 10 <= m.device.reports - 1 <= 11
     assert stats(m)["last-update"] >= int(EPOCH) + 11
 
 
 def test_switching_on_polls_at_once_then_waits_a_full_interval():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 30)
+    m, clock, _ = polling(30)
     assert len(requests(m)) == 1  # sent at once, within the qom-set
     clock.advance(0.5)
     assert m.device.reports == 2 and stats(m)["last-update"] == int(EPOCH) + 3
@@ -85,9 +89,7 @@ def test_switching_on_polls_at_once_then_waits_a_full_interval():
 
 
 def test_same_value_again_is_a_no_op():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 30)
+    m, clock, _ = polling(30)
     clock.advance(20)
     assert poll(m, 30) == {}
     clock.advance(10.1)  # still due 30 s after the first answer
@@ -95,9 +97,7 @@ def test_same_value_again_is_a_no_op():
 
 
 def test_new_value_restarts_the_countdown():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 30)
+    m, clock, _ = polling(30)
     clock.advance(10)
     poll(m, 5)
     clock.advance(4.9)
@@ -107,9 +107,7 @@ def test_new_value_restarts_the_countdown():
 
 
 def test_zero_destroys_the_timer_and_keeps_the_stats():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 1)
+    m, clock, _ = polling(1)
     clock.advance(3)
     assert poll(m, 0) == {}
     frozen = stats(m)
@@ -119,9 +117,7 @@ def test_zero_destroys_the_timer_and_keeps_the_stats():
 
 
 def test_late_answer_after_switching_off_still_updates_and_does_not_rearm():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 1)
+    m, clock, _ = polling(1)
     clock.advance(0.001)  # the request is out, the guest answers 2 ms later
     assert m.device.statsq.holder == "guest"
     poll(m, 0)
@@ -133,9 +129,7 @@ def test_late_answer_after_switching_off_still_updates_and_does_not_rearm():
 
 
 def test_a_guest_that_keeps_the_buffer_stops_polling_for_good():
-    m, clock, _ = make(guest="buggy")
-    clock.advance(2)
-    poll(m, 1)
+    m, clock, _ = polling(1, guest="buggy")
     clock.advance(300)
     assert len(requests(m)) == 1 and m.device.reports == 1
     assert m.device.statsq.holder == "guest" and not m.device.timer.pending
@@ -188,9 +182,7 @@ def test_polling_interval_accepted_values_read_back(value):
 
 
 def test_nothing_is_polled_while_paused():
-    m, clock, events = make()
-    clock.advance(2)
-    poll(m, 1)
+    m, clock, events = polling(1)
     clock.advance(1)
     n = m.device.reports
     m.execute("stop", {})
@@ -266,9 +258,7 @@ def test_qemu_72_ignores_tags_from_a_newer_guest():
 
 
 def test_a_day_of_one_second_polling():
-    m, clock, _ = make()
-    clock.advance(2)
-    poll(m, 1)
+    m, clock, _ = polling(1)
     clock.advance(86400)
     # one request per interval plus the guest's 2 ms answer: 86400 / 1.002
     assert 86000 <= m.device.reports <= 86401

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from balloonlab import lab
-from tests.fixtures.jupyter import ProcessId, child_pids, free_port, poll_until, stop_process
+from tests.fixtures.jupyter import ProcessId, child_pids, free_port, stop_process
+from tests.helpers import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO_ROOT / "notebooks" / lab.QUICKSTART
@@ -121,7 +122,7 @@ def test_balloonlab_lab_serves_the_quickstart(tmp_path: Path) -> None:
             return None
 
     try:
-        poll_until(status, 60, f"balloonlab lab to answer on port {port}")
+        wait_for(status, f"balloonlab lab to answer on port {port}", 60, interval=0.2)
         with pytest.raises(urllib.error.HTTPError) as landing:
             urllib.request.build_opener(NoRedirect).open(base, timeout=10)
         assert landing.value.code == 302

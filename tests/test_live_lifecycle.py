@@ -21,7 +21,8 @@ import pytest
 
 from balloonlab.errors import LaunchError
 from balloonlab.live.launcher import VMFiles, build_argv, memory_mib
-from tests.fixtures.qemu import process_gone, qemu_binary, qmp_run, wait_until  # noqa: F401  (fixture)
+from tests.fixtures.qemu import qemu_binary, qmp_run  # noqa: F401  (fixture)
+from tests.helpers import process_gone, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 

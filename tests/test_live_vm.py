@@ -26,13 +26,12 @@ from balloonlab.stats import UNSET, stats_for_version
 from tests.fixtures.qemu import (  # noqa: F401  (fixtures)
     guest_image,
     live_vm,
-    process_gone,
     qemu_binary,
     qemu_children,
     qmp_run,
     start_vm,
-    wait_until,
 )
+from tests.helpers import process_gone, wait_until
 
 pytestmark = pytest.mark.qemu
 MIB = 1 << 20

@@ -8,8 +8,7 @@ the magics started) and clears the shell singleton.  A real Jupyter kernel runs 
 from __future__ import annotations
 
 import json
-import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 from IPython.core.error import UsageError
@@ -24,21 +23,10 @@ from balloonlab.magics.info import LabInfo
 from balloonlab.magics.subcommands import SUBCOMMANDS
 from balloonlab.stats import GuestStats
 from tests.fixtures.qemu import qemu_binary, start_vm  # noqa: F401  (fixtures)
+from tests.helpers import json_values, wait_for
 from tests.magics_doc_examples import DISABLE_ERROR, DOC_PATH, RST_EXAMPLES, TXT_EXAMPLES
 
 MiB = 1 << 20
-
-
-def wait_for(probe: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    """Poll ``probe`` until it is truthy (no fixed sleeps: a deadline, then a clear failure)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {value!r})")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -486,32 +474,28 @@ def test_watch_status_counts_refreshes_not_guest_reports():
 # %%qmp
 
 
-def json_blocks(text: str) -> list[Any]:
-    """The JSON values printed one after the other (compact lines or indented blocks)."""
-    decoder, values, pos = json.JSONDecoder(), [], 0
-    while pos < len(text):
-        if text[pos].isspace():
-            pos += 1
-            continue
-        value, pos = decoder.raw_decode(text, pos)
-        values.append(value)
-    return values
+def run_doc_examples(ip: InteractiveShell, capsys: pytest.CaptureFixture, examples: tuple[str, ...]) -> list[Any]:
+    """Run the doc's examples one ``%%qmp`` cell each and check the replies every QEMU gives them (two empty
+    returns; the "Disable" example's misspelt property: QEMU's own error, shown on stderr, not raised); return
+    the replies printed on stdout, for the guest-stats reply, which depends on the guest."""
+    for example in examples:
+        qmp(ip, example)
+    captured = capsys.readouterr()
+    out, err = json_values(captured.out), json_values(captured.err)
+    assert out[:2] == [{"return": {}}, {"return": {}}]
+    assert err == [{"error": DISABLE_ERROR}]
+    return out
 
 
 @pytest.mark.parametrize("examples", [RST_EXAMPLES, TXT_EXAMPLES], ids=["rst", "txt"])
 def test_the_stats_docs_examples_verbatim_get_qemus_answers(ip, booted_lab, capsys, examples):
     lab = booted_lab
-    for example in examples:
-        qmp(ip, example)
-    captured = capsys.readouterr()
-    out, err = json_blocks(captured.out), json_blocks(captured.err)
-    assert out[:2] == [{"return": {}}, {"return": {}}]
+    out = run_doc_examples(ip, capsys, examples)
     stats_reply = out[2]["return"]
     assert set(stats_reply) == {"stats", "last-update"}
     assert len(stats_reply["stats"]) == 16 and stats_reply["last-update"] > 0
     assert stats_reply["stats"]["stat-total-memory"] <= 512 * MiB
     assert len(out) == 3
-    assert err == [{"error": DISABLE_ERROR}]  # the doc's misspelt property: QEMU's own answer, shown, not raised
     assert lab.polling_interval == 10  # so polling was never disabled
 
 
@@ -529,7 +513,7 @@ qom-set path={DOC_PATH} property=guest-stats-polling-interval value=3
 {{"execute": "qom-get", "arguments": {{"path": "{DOC_PATH}", "property": "guest-stats-polling-interval"}},
   "id": {{"tag": [1, "x"]}}}}
 """)
-    out = json_blocks(capsys.readouterr().out)
+    out = json_values(capsys.readouterr().out)
     assert out == [{"return": {}}, {"return": 3, "id": {"tag": [1, "x"]}}]
 
 
@@ -540,18 +524,18 @@ no-such-command
 qom-set path={DOC_PATH} property=guest-stats-polling-interval value=4
 """)
     captured = capsys.readouterr()
-    assert json_blocks(captured.err) == [
+    assert json_values(captured.err) == [
         {"error": {"class": "GenericError", "desc": "timer value must be greater than zero"}},
         {"error": {"class": "CommandNotFound", "desc": "The command no-such-command has not been found"}},
     ]
-    assert json_blocks(captured.out) == [{"return": {}}]
+    assert json_values(captured.out) == [{"return": {}}]
     assert lab.polling_interval == 4
 
 
 def test_events_that_arrive_meanwhile_are_shown(ip, lab, capsys):
     qmp(ip, "stop\ncont\nquery-status\n")
     out = capsys.readouterr().out
-    shown = json_blocks(out)
+    shown = json_values(out)
     assert [json.loads(line)["event"] for line in out.splitlines() if '"event"' in line] == ["STOP", "RESUME"]
     names = [m.get("event") for m in shown if "event" in m]
     assert names == ["STOP", "RESUME"]
@@ -565,7 +549,7 @@ def test_verbose_writes_a_transcript_that_qmp_reads_back(ip, lab, capsys):
     transcript = capsys.readouterr().out
     assert transcript.splitlines() == ['-> {"execute": "query-balloon"}', f'<- {{"return": {{"actual": {512 * MiB}}}}}']
     qmp(ip, transcript)
-    assert json_blocks(capsys.readouterr().out) == [{"return": {"actual": 512 * MiB}}]
+    assert json_values(capsys.readouterr().out) == [{"return": {"actual": 512 * MiB}}]
 
 
 @pytest.mark.parametrize("cell, message", [
@@ -597,7 +581,7 @@ def test_qmp_without_a_lab_and_with_a_bad_output_name(ip):
 def test_qmp_is_not_variable_expanded(ip, lab, capsys):
     ip.user_ns["path"] = "/nope"
     qmp(ip, '{"execute": "qom-get", "arguments": {"path": "$path", "property": "type"}}')
-    assert json_blocks(capsys.readouterr().err) == [
+    assert json_values(capsys.readouterr().err) == [
         {"error": {"class": "DeviceNotFound", "desc": "Device '$path' not found"}}]
 
 
@@ -607,7 +591,7 @@ def test_qmp_is_not_variable_expanded(ip, lab, capsys):
 
 def test_a_dead_qemu_gives_one_line(ip, lab, capsys):
     qmp(ip, "quit")
-    assert json_blocks(capsys.readouterr().out)[0] == {"return": {}}
+    assert json_values(capsys.readouterr().out)[0] == {"return": {}}
     _loop.run(lab.emulator.wait_closed(), 10)
     for source in ("%balloon stats", "%balloon poll 2", "%%qmp\nquery-status"):
         wait_for(lambda: not lab.connected, "the client to notice QEMU is gone")
@@ -630,14 +614,9 @@ def test_the_docs_examples_verbatim_against_a_real_qemu(ip, start_vm, capsys):
                   extra_args=["-device", "virtio-rng-pci", "-device", "virtio-balloon-pci"])
     lab = balloon(ip, f"connect {vm.qmp_socket}")
     assert lab.backend == "connected" and lab.device_path == DOC_PATH
-    for example in RST_EXAMPLES:
-        qmp(ip, example)
-    captured = capsys.readouterr()
-    out, err = json_blocks(captured.out), json_blocks(captured.err)
-    assert out[:2] == [{"return": {}}, {"return": {}}]
+    out = run_doc_examples(ip, capsys, RST_EXAMPLES)
     no_guest = out[2]["return"]
     assert no_guest["last-update"] == 0 and set(no_guest["stats"].values()) == {2**64 - 1}
-    assert err == [{"error": DISABLE_ERROR}]
     assert lab.polling_interval == 10
     with pytest.raises(UsageError, match="the interval cannot be negative"):
         balloon(ip, "poll -1")

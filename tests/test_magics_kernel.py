@@ -10,12 +10,12 @@ shuts it down again, also when a cell fails.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import json_values
 from tests.magics_doc_examples import DISABLE_ERROR
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "magics.ipynb"
@@ -43,17 +43,6 @@ def cell(nb: Any, tag: str) -> Any:
 
 def stream(c: Any, name: str) -> str:
     return "".join(o.text for o in c.outputs if o.output_type == "stream" and o.name == name)
-
-
-def json_values(text: str) -> list[Any]:
-    decoder, values, pos = json.JSONDecoder(), [], 0
-    while pos < len(text):
-        if text[pos].isspace():
-            pos += 1
-            continue
-        value, pos = decoder.raw_decode(text, pos)
-        values.append(value)
-    return values
 
 
 def errors(c: Any) -> list[Any]:

@@ -14,8 +14,9 @@ import pytest
 
 import balloonlab
 from balloonlab.widgets import BalloonPanel
+from tests.helpers import wait_for
 
-from .test_widgets_panel import MiB, front_end_sets, wait_for
+from .test_widgets_panel import MiB, front_end_sets
 
 pytestmark = pytest.mark.qemu
 

@@ -8,8 +8,7 @@ a panel that only believed itself would fail.  Every wait polls with a deadline;
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from qemu.qmp import QMPClient
@@ -18,6 +17,7 @@ import balloonlab
 from balloonlab import _loop
 from balloonlab.stats import UNSET
 from balloonlab.widgets import BalloonPanel
+from tests.helpers import wait_for
 
 MiB = 1 << 20
 INTERVAL = "guest-stats-polling-interval"
@@ -27,17 +27,6 @@ def front_end_sets(widget: Any, **state: Any) -> None:
     """Deliver a state update exactly as the browser does (comm message ``update``); must never raise."""
     widget._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}},
                         "buffers": []})
-
-
-def wait_for(probe: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class RawQMP:

@@ -16,6 +16,7 @@ from balloonlab.stats import BY_KEY, STATS, UNSET, GuestStats, stats_for_version
 from balloonlab.widgets import (DeviceBinding, EventLog, LastUpdateView, MemoryPlot, StatsTable, VirtqueueView,
                                 decode_report)
 from balloonlab.widgets._pump import UpdatePump
+from tests.helpers import wait_until
 
 
 def front_end_sets(widget: widgets.Widget, **state) -> None:
@@ -54,7 +55,7 @@ def test_pump_batches_what_arrives_while_busy_and_runs_requests_first() -> None:
     pump = UpdatePump(apply, min_gap=0.0)
     try:
         pump.put(0)
-        deadline_ok = _wait(lambda: len(batches) == 1)
+        deadline_ok = wait_until(lambda: len(batches) == 1, 10, interval=0.01)
         assert deadline_ok
         for i in range(1, 51):  # the first batch is still being applied: these must form one batch
             pump.put(i)
@@ -89,17 +90,6 @@ def test_pump_survives_a_failing_update_and_reports_it() -> None:
         pump.stop()
     assert [str(e) for e in errors] == ["boom"]
     assert seen == [2]
-
-
-def _wait(predicate, timeout: float = 10.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 # -- DeviceBinding ---------------------------------------------------------------------------------------------

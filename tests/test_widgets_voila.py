@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wait_for
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
@@ -98,10 +100,8 @@ def test_voila_renders_the_live_panel(voila_url: str) -> None:
             assert page.locator(".balloonlab-plot svg").count() >= 1
             page.wait_for_selector(".balloonlab-stats tr[data-stat='free-memory']", timeout=30_000)
             first = page.inner_text(".balloonlab-last-update-stamp")
-            deadline = time.monotonic() + 30
-            while page.inner_text(".balloonlab-last-update-stamp") == first:
-                assert time.monotonic() < deadline, "the panel did not update in Voila within 30 s"
-                time.sleep(0.2)
+            wait_for(lambda: page.inner_text(".balloonlab-last-update-stamp") != first,
+                     "the panel to update in Voila", 30, interval=0.2)
             assert page.locator("text=Error displaying widget").count() == 0
         finally:
             browser.close()

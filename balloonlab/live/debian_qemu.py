@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import GuestImageError, LaunchError
-from .guest_image import default_cache_dir, file_lock
+from .guest_image import cli_say, default_cache_dir, file_lock, guest_command
 
 RELEASES = {"debian13": "trixie"}
 MIRROR = "http://deb.debian.org/debian"
@@ -132,6 +132,7 @@ def resolve(qemu: str) -> QemuTree:
     return tree
 
 
+@guest_command
 def main(argv: Sequence[str] | None = None) -> int:
     """``balloonlab guest qemu [--release debian13] [--cache-dir D]``: build (once) and describe the tree."""
     parser = argparse.ArgumentParser(prog="balloonlab guest qemu",
@@ -140,12 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     started = time.monotonic()
-    try:
-        tree = ensure_debian_qemu(args.release, args.cache_dir,
-                                  log=lambda line: print(f"balloonlab guest: {line}", file=sys.stderr))
-    except GuestImageError as exc:
-        print(f"balloonlab guest: {exc}", file=sys.stderr)
-        return 1
+    tree = ensure_debian_qemu(args.release, args.cache_dir, log=cli_say)
     print(f"QEMU {tree.version} ({tree.package}) ready in {time.monotonic() - started:.1f} s: {tree.root}")
     print(f"use it with: LiveVM.start(qemu={args.release!r}) or balloonlab.launch(qemu={args.release!r})")
     return 0

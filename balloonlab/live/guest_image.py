@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import gzip
 import hashlib
 import io
@@ -33,7 +34,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ..errors import GuestImageError
 
@@ -471,6 +472,26 @@ def _tail(text: str, lines: int = 3) -> str:
 
 # --- balloonlab guest ... ------------------------------------------------------------------------------------
 
+def cli_say(line: str) -> None:
+    """A progress or error line of ``balloonlab guest`` (also ``guest qemu``): on stderr, so stdout keeps only
+    the result a script may read."""
+    print(f"balloonlab guest: {line}", file=sys.stderr)
+
+
+def guest_command(command: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """Wrap a ``balloonlab guest ...`` entry point: a GuestImageError (a missing tool, a failed download) is told
+    in one line on stderr with exit status 1, as a user wants it, instead of a traceback."""
+    @functools.wraps(command)
+    def run(argv: Sequence[str] | None = None) -> int:
+        try:
+            return command(argv)
+        except GuestImageError as exc:
+            cli_say(str(exc))
+            return 1
+    return run
+
+
+@guest_command
 def main(argv: Sequence[str] | None = None) -> int:
     """``balloonlab guest build [--cache-dir D] [--kernel PATH] [--rebuild]``, ``guest path``, ``guest qemu``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -489,21 +510,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "build":
             p.add_argument("--rebuild", action="store_true", help="build again (fetches the newest cloud kernel)")
     args = parser.parse_args(args)
-    try:
-        if args.action == "path":
-            cache = args.cache_dir or default_cache_dir()
-            image = _load(cache / f"guest-{recipe_key(args.kernel)}")
-            if image is None:
-                print(f"no guest image built yet in {cache} (run: balloonlab guest build)", file=sys.stderr)
-                return 1
-        else:
-            started = time.monotonic()
-            image = ensure_image(args.cache_dir, kernel=args.kernel, rebuild=args.rebuild,
-                                 log=lambda line: print(f"balloonlab guest: {line}", file=sys.stderr))
-            print(f"guest image ready in {time.monotonic() - started:.1f} s")
-    except GuestImageError as exc:
-        print(f"balloonlab guest: {exc}", file=sys.stderr)
-        return 1
+    if args.action == "path":
+        cache = args.cache_dir or default_cache_dir()
+        image = _load(cache / f"guest-{recipe_key(args.kernel)}")
+        if image is None:
+            print(f"no guest image built yet in {cache} (run: balloonlab guest build)", file=sys.stderr)
+            return 1
+    else:
+        started = time.monotonic()
+        image = ensure_image(args.cache_dir, kernel=args.kernel, rebuild=args.rebuild, log=cli_say)
+        print(f"guest image ready in {time.monotonic() - started:.1f} s")
     print(f"kernel:  {image.kernel}  ({image.kernel_version}, {image.source})")
     print(f"initrd:  {image.initrd}  (modules: {', '.join(image.modules) or 'none'})")
     return 0
