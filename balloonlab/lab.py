@@ -15,6 +15,7 @@ JupyterLab runs in this process, so Ctrl-C stops it as it stops ``jupyter lab``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import site
 import sys
@@ -130,11 +131,15 @@ def split_args(argv: Sequence[str]) -> tuple[Path | None, list[str]]:
 def jupyterlab_argv(home: NotebookHome, extra: Sequence[str]) -> list[str]:
     """JupyterLab's command line: serve ``home.root``, land on the start notebook, then the user's own options
     (later options win in traitlets, so a user's ``--ServerApp.root_dir`` still takes effect)."""
-    return [
+    argv = [
         f"--ServerApp.root_dir={home.root}",
         f"--LabApp.default_url={home.url_path}",
-        *extra,
     ]
+    # Containers, CI machines and classroom VMs often run everything as root, where Jupyter refuses to start
+    # unless told otherwise; a lab launcher should just start there.
+    if os.geteuid() == 0 and not any(a.startswith("--allow-root") or "allow_root" in a for a in extra):
+        argv.append("--ServerApp.allow_root=True")
+    return [*argv, *extra]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,7 +34,17 @@ def test_user_options_come_after_ours_so_they_win() -> None:
     argv = lab.jupyterlab_argv(home, ["--ServerApp.root_dir=/elsewhere", "--no-browser"])
     assert argv[0] == "--ServerApp.root_dir=/srv/nb"
     assert argv[1] == "--LabApp.default_url=/lab/tree/notebooks/01-quickstart.ipynb"
-    assert argv[2:] == ["--ServerApp.root_dir=/elsewhere", "--no-browser"]
+    assert argv[-2:] == ["--ServerApp.root_dir=/elsewhere", "--no-browser"]
+
+
+def test_root_may_start_the_lab_unless_the_user_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    home = lab.NotebookHome(Path("/srv/nb"), "notebooks/01-quickstart.ipynb")
+    monkeypatch.setattr(lab.os, "geteuid", lambda: 0)
+    assert "--ServerApp.allow_root=True" in lab.jupyterlab_argv(home, [])
+    assert lab.jupyterlab_argv(home, ["--allow-root"]).count("--allow-root") == 1
+    assert "--ServerApp.allow_root=True" not in lab.jupyterlab_argv(home, ["--ServerApp.allow_root=False"])
+    monkeypatch.setattr(lab.os, "geteuid", lambda: 1000)
+    assert "--ServerApp.allow_root=True" not in lab.jupyterlab_argv(home, [])
 
 
 def test_checkout_serves_the_repository_root() -> None:
