@@ -432,7 +432,8 @@ def connect(path: str, *, device_path: str | None = None, history: bool = False,
 
 def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
-            guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
+            guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
+            boot_delay: float = 0.05) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
@@ -440,6 +441,10 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     ``/machine/peripheral/balloon0``.  ``memory`` like ``-m`` (a bare number is MiB).  ``guest_kernel`` (``"6.1"``
     or ``"6.12"``) picks the ``linux`` guest's kernel; None: the one observed with that QEMU (6.1 with 7.2, 6.12
     after), so ``emulate(qemu_version="7.2", guest_kernel="6.12")`` shows QEMU 7.2 ignoring tags >= 10.
+
+    ``boot_delay`` is how long the emulated guest takes from power-on to its balloon driver's boot report (a real
+    TCG boot takes seconds; ``balloonlab emulate`` models 1 s).  Like ``launch()``, which waits for its guest,
+    ``emulate()`` returns once a running guest's boot report is there, so ``emulate().stats()`` has numbers.
     """
     try:
         from .emulator import Emulator
@@ -459,7 +464,7 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
         raise EmulatorOptionError(str(exc)) from None
     config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
                            qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed,
-                           guest_kernel=guest_kernel)
+                           guest_kernel=guest_kernel, boot_delay=boot_delay)
 
     async def start() -> Any:
         emu = Emulator(config, socket_path)
@@ -468,7 +473,13 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
 
     emu = _loop.run(start(), timeout)
     # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
-    return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
+    lab = Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
+    if clock == "real" and not paused and guest != "nodriver":
+        # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.
+        deadline = time.monotonic() + boot_delay + 1.0
+        while lab.stats().last_update is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    return lab
 
 
 def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0, **options: Any) -> Balloon:

@@ -276,8 +276,10 @@ def test_panel_stays_bounded_over_two_hours_of_virtual_time(make) -> None:
 def test_plot_starts_with_what_the_lab_history_recorded(make) -> None:
     lab = make.lab(guest="linux", history=True)
     lab.polling_interval = 1
-    wait_for(lambda: sum(1 for t in lab.history.column("last-update") if t) >= 3,
-             "the history to record three reports", timeout=20)
+    # Three reports with distinct timestamps (last-update has whole seconds: the boot report and the first
+    # poll can share one, and the plot has one point per time).
+    wait_for(lambda: len({t for t in lab.history.column("last-update") if t}) >= 3,
+             "the history to record three reports at distinct times", timeout=20)
     recorded = {t for t in lab.history.column("last-update") if t}
     panel = make.panel(lab)
     assert panel.plot.point_count >= 3  # at once, before any live update

@@ -48,3 +48,7 @@ class MachineConfig:
     #: Kernel of the ``linux`` guest: ``"6.1"`` (reports tags 0-9) or ``"6.12"`` (all 16).  None: what was
     #: observed with the version profile (6.1 with 7.2, 6.12 with 9.2 and 10.0).
     guest_kernel: str | None = None
+    #: Seconds from power-on to the guest's balloon driver loading (its boot report).  None: the model's default
+    #: (1 s; a TCG boot of the tiny guest takes 2.5-4 s).  ``balloonlab.emulate()`` asks for a quick boot so that a
+    #: lab has stats at once; only the duration changes, never the order of what happens.
+    boot_delay: float | None = None

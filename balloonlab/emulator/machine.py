@@ -109,8 +109,11 @@ class Machine:
         self._firmware_base = 0
         self._firmware_left: list[int] = []
         try:
+            boot_ns = BOOT_DELAY_NS if config.boot_delay is None else round(config.boot_delay * NS)
+            if boot_ns < 0:
+                raise ValueError(f"the guest's boot delay cannot be negative: {config.boot_delay}")
             self.guest = make_guest(config.guest, clock, self.device, config.ram_size, seed=config.seed,
-                                    kernel=kernel)
+                                    kernel=kernel, boot_delay_ns=boot_ns)
         except ValueError as e:
             raise EmulatorOptionError(str(e)) from None
         self.guest.on_reboot = self._guest_reboot
@@ -200,15 +203,15 @@ class Machine:
     # -- power and run state ------------------------------------------------------------------------------------
     def start(self) -> None:
         """Power on.  With ``-S`` the VM waits in "prelaunch" until ``cont``; the guest boots when it runs
-        (on a virtual clock without -S, start() itself advances through the 1 s boot)."""
+        (on a virtual clock without -S, start() itself advances through the boot)."""
         self.guest.power_on()
         if not self.config.start_paused:
             self.run_state = "running"
             self.clock.vm_start()
             if self.clock.mode == "virtual":
                 # Nobody would advance a virtual clock just to get past the boot: start() runs it, so the guest's
-                # boot report is there when start() returns and the clocks read BOOT_DELAY_NS.
-                self.clock.advance(BOOT_DELAY_NS / NS)
+                # boot report is there when start() returns and the clocks read the boot delay.
+                self.clock.advance(self.guest.boot_delay_ns / NS)
         self._settle()
 
     def _settle(self) -> None:
