@@ -12,8 +12,9 @@ the loop, so replies to one client come in request order, as with QEMU.
 
 Robustness: a client can send anything; broken input is answered, never fatal.  A failure inside the machine
 that is not a :class:`~balloonlab.errors.QMPError` is logged and answered with a neutral GenericError.  A client
-that stops reading is dropped once its unread output passes :data:`MAX_UNREAD_OUTPUT` (QEMU would buffer
-without bound).
+that stops reading its replies gets back-pressure: the server waits for it to drain them before it reads that
+client's next requests (other clients are served meanwhile).  Events still queue for it, and a client whose unread
+output passes :data:`MAX_UNREAD_OUTPUT` is dropped (QEMU would buffer without bound).
 """
 
 from __future__ import annotations
