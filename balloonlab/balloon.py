@@ -13,6 +13,7 @@ the context manager, or garbage collection, or interpreter exit) stops the in-pr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import weakref
@@ -291,6 +292,12 @@ class Balloon:
         """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over."""
         if self._closed:
             raise BalloonDisconnected("this lab is closed; start a new one")
+        if not os.path.exists(self.socket_path):
+            # Nothing to reconnect to: keep the connection we have (it is a file descriptor, not the path).
+            kept = "; the current connection is kept" if self.connected else ""
+            raise BalloonDisconnected(
+                f"cannot connect to the QMP socket {self.socket_path}: it does not exist (is QEMU, or `balloonlab "
+                f"emulate`, running?){kept}")
         self._run(self._client.disconnect())
         self._run(self._client.connect(timeout=timeout), timeout + self.timeout)
 

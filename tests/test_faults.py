@@ -221,15 +221,13 @@ def check_socket_removed(lab: Any) -> None:
     lab.polling_interval = 3
     assert lab.polling_interval == 3
     assert lab.doctor().verdict
-    # A reconnect needs the path; it fails with a message naming it.  Afterwards the lab either still has its old
-    # connection or says clearly that it has none (today reconnect() drops the old one first).
+    # A reconnect needs the path; it fails with a message naming it, and keeps the connection that still works.
     with pytest.raises(BalloonDisconnected) as info:
         lab.reconnect(timeout=2)
     assert path in str(info.value) and "cannot connect" in str(info.value)
-    if lab.connected:
-        assert lab.stats() is not None
-    else:
-        assert_lost_connection(lab.stats, path)
+    assert "connection is kept" in str(info.value)
+    assert lab.connected
+    assert lab.stats() is not None
 
 
 def test_socket_removed_under_an_emulated_lab():
