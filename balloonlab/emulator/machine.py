@@ -296,10 +296,10 @@ class Machine:
         return resolve(self.root, path).list_properties()
 
     def _cmd_qom_get(self, path: str, property: str) -> Any:
-        return resolve(self.root, path).get(property)
+        return resolve(self.root, path, report_ambiguous=False).get(property)
 
     def _cmd_qom_set(self, path: str, property: str, value: Any) -> dict:
-        resolve(self.root, path).set(property, value)
+        resolve(self.root, path, report_ambiguous=False).set(property, value)
         return {}
 
     def _cmd_stop(self) -> dict:
@@ -324,6 +324,10 @@ class Machine:
         """A machine reset: RESET event, virtio reset of the balloon, the guest reboots.  Then, once the VM runs,
         the firmware resets the machine again (see FIRMWARE_RESETS_NS)."""
         self.emit("RESET", qdict((("guest", by_guest), ("reason", reason))))
+        if not self.running and self.run_state != "shutdown":
+            # QEMU's main loop after a reset: a VM that was not running is left in "prelaunch" (a stopped VM
+            # reads "paused" before the reset and "prelaunch" after it; cont starts it as after -S)
+            self.run_state = "prelaunch"
         if self.device is not None:
             self.device.reset()
         self.guest.reset()

@@ -147,6 +147,11 @@ class QObject:
 
     def set(self, name: str, value: Any) -> None:
         owner, prop = self._find(name)
+        if prop.static and prop.type.startswith("link<"):
+            # QEMU's link-property check prints the id with %s: an anonymous device (the backend) is '(null)'
+            raise QMPError("GenericError", f"Attempt to set link property '{prop.name}' on device "
+                                           f"'{owner.device_id or '(null)'}' (type '{owner.type_name}') "
+                                           f"after it was realized")
         if prop.static:
             who = (f"device '{owner.device_id}'" if owner.device_id else "anonymous device")
             raise QMPError("GenericError", f"Attempt to set property '{prop.name}' on {who} "
@@ -160,8 +165,11 @@ def container() -> QObject:
     return QObject("container")
 
 
-def resolve(root: QObject, path: str) -> QObject:
-    """``object_resolve_path``: an absolute path, or a partial one matched as a unique suffix."""
+def resolve(root: QObject, path: str, report_ambiguous: bool = True) -> QObject:
+    """``object_resolve_path``: an absolute path, or a partial one matched as a unique suffix.
+
+    A partial path that matches several objects (the empty path matches them all) is GenericError "Path '...'
+    is ambiguous" for qom-list; qom-get and qom-set (``report_ambiguous=False``) say DeviceNotFound, as QEMU."""
     if path.startswith("/"):
         node = root
         for part in path.split("/"):
@@ -175,16 +183,15 @@ def resolve(root: QObject, path: str) -> QObject:
         raise QMPError("DeviceNotFound", f"Device '{path}' not found")
     parts = [p for p in path.split("/") if p]
     matches = []
-    if parts:
-        for node in root.walk():
-            chain, cur = [], node
-            while cur is not None and cur.parent is not None and len(chain) < len(parts):
-                chain.append(cur.name)
-                cur = cur.parent
-            if chain[::-1] == parts:
-                matches.append(node)
+    for node in root.walk():
+        chain, cur = [], node
+        while cur is not None and cur.parent is not None and len(chain) < len(parts):
+            chain.append(cur.name)
+            cur = cur.parent
+        if chain[::-1] == parts:
+            matches.append(node)
     if len(matches) == 1:
         return matches[0]
-    if len(matches) > 1:
+    if len(matches) > 1 and report_ambiguous:
         raise QMPError("GenericError", f"Path '{path}' is ambiguous")
     raise QMPError("DeviceNotFound", f"Device '{path}' not found")
