@@ -88,7 +88,7 @@ def first_stats(quick: bool) -> list[Result]:
     return [
         Result("first_stats_emulated_ms", round(real, 1), "ms", "< 100", check(real, "<", 100),
                {"samples_ms": [round(s * 1e3, 1) for s in got["real"]]},
-               "default clock='real': includes the emulated guest's 1 s (VM time) driver load"),
+               "default clock='real': includes the emulated guest's 50 ms boot (emulate()'s boot_delay)"),
         Result("first_stats_emulated_virtual_ms", round(virtual, 1), "ms", "< 100", check(virtual, "<", 100),
                {"samples_ms": [round(s * 1e3, 1) for s in got["virtual"]]}, "clock='virtual'"),
     ]

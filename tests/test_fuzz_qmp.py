@@ -434,13 +434,13 @@ def replies_classes(client: Client, corpus: list[tuple[bytes, str, Any]]) -> lis
     return out
 
 
-@pytest.mark.qemu
-def test_corpus_error_classes_match_real_qemu(qemu_binary):
-    """The same 200 messages to real QEMU and to the emulator started alike; the reply classes must agree."""
+
+def on_qemu_and_emulator(fn: Any) -> dict[str, Any]:
+    """``fn(client)`` on a paused real QEMU with no guest, then on the emulator answering as its version:
+    ``{"qemu": ..., "emulator": ...}``.  Both are stopped again, also when ``fn`` fails."""
     from balloonlab.live.launcher import LiveVM
     from tests.differential.targets import qemu_version
 
-    corpus = fixed_corpus(QEMU_COMMANDS, 200)
     vm = LiveVM.start(memory="512M", balloon_id="balloon0", paused=True, guest=False)
     emu = None
     try:
@@ -449,13 +449,21 @@ def test_corpus_error_classes_match_real_qemu(qemu_binary):
         for name, path in (("qemu", vm.qmp_socket), ("emulator", emu.socket_path)):
             client = Client(path, name=name)
             try:
-                sides[name] = replies_classes(client, corpus)
+                sides[name] = fn(client)
             finally:
                 client.close()
+        return sides
     finally:
         if emu is not None:
             stop_emulator(emu)
         vm.stop()
+
+
+@pytest.mark.qemu
+def test_corpus_error_classes_match_real_qemu(qemu_binary):
+    """The same 200 messages to real QEMU and to the emulator started alike; the reply classes must agree."""
+    corpus = fixed_corpus(QEMU_COMMANDS, 200)
+    sides = on_qemu_and_emulator(lambda client: replies_classes(client, corpus))
     differences = []
     desc_differences = []
     for (data, _, _), (q_cls, q_desc), (e_cls, e_desc) in zip(corpus, sides["qemu"], sides["emulator"]):
@@ -482,25 +490,8 @@ LIMIT_MESSAGES = {
 @pytest.mark.qemu
 def test_limits_match_real_qemu(qemu_binary):
     """QEMU's per-message limits (nesting depth, token count): the same replies, word for word."""
-    from balloonlab.live.launcher import LiveVM
-    from tests.differential.targets import qemu_version
-
-    vm = LiveVM.start(memory="512M", balloon_id="balloon0", paused=True, guest=False)
-    emu = None
-    try:
-        emu = start_emulator(qemu_version=qemu_version(), guest="nodriver", start_paused=True)
-        sides = {}
-        for name, path in (("qemu", vm.qmp_socket), ("emulator", emu.socket_path)):
-            client = Client(path, name=name)
-            try:
-                sides[name] = {key: [json.dumps(r) for r in client.exchange(data, "broken")]
-                               for key, data in LIMIT_MESSAGES.items()}
-            finally:
-                client.close()
-    finally:
-        if emu is not None:
-            stop_emulator(emu)
-        vm.stop()
+    sides = on_qemu_and_emulator(lambda client: {key: [json.dumps(r) for r in client.exchange(data, "broken")]
+                                                 for key, data in LIMIT_MESSAGES.items()})
     for key in LIMIT_MESSAGES:
         assert sides["emulator"][key] == sides["qemu"][key], (
             f"{key}: qemu {len(sides['qemu'][key])} replies {sides['qemu'][key][:3]}, emulator "
