@@ -86,6 +86,9 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     except concurrent.futures.TimeoutError:
         future.cancel()
         raise TimeoutError(f"no answer within {timeout} s") from None
+    except BaseException:  # Ctrl-C in the caller: do not leave the work running on the shared loop
+        future.cancel()
+        raise
 
 
 def call_soon(fn: Callable[..., Any], *args: Any) -> None:

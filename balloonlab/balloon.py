@@ -484,8 +484,12 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     if clock == "real" and not paused and guest != "nodriver":
         # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.
         deadline = time.monotonic() + boot_delay + 1.0
-        while lab.stats().last_update is None and time.monotonic() < deadline:
-            time.sleep(0.005)
+        try:
+            while lab.stats().last_update is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+        except BaseException:
+            lab.close()
+            raise
     return lab
 
 

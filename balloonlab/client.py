@@ -144,6 +144,7 @@ class BalloonClient:
         if self.connected:
             return
         self._closing = False
+        self._replaying = False
         qmp = _QMP(self._on_event)
         try:
             await asyncio.wait_for(qmp.connect(self.socket_path), timeout)
@@ -361,9 +362,9 @@ class BalloonClient:
 
     async def begin_replay(self) -> tuple[int, float]:
         """Pause the watcher's stats reads and return (trace cursor, longest chunk in seconds)."""
-        self._replaying = True
         interval = await self.read_interval()
         cursor = (await self.execute(TRACE, {"path": self.device_path, "since": 2**63 - 1}))["next"]
+        self._replaying = True  # only once both reads worked: a failure here must not pause the watcher for good
         return cursor, (REPLAY_REPORTS * interval if interval > 0 else float("inf"))
 
     def end_replay(self) -> None:
@@ -498,10 +499,14 @@ class BalloonClient:
                     next_meta = loop.time() + META_PERIOD
                 if not self._replaying:
                     await self.read_stats()
-            except BalloonDisconnected:
-                return
+            except BalloonDisconnected as exc:
+                if not self.connected:
+                    return  # the monitor reports the lost connection; reconnect() starts a new watcher
+                log.warning("balloonlab watcher: %s", exc)  # a slow or frozen QEMU: keep watching
             except QMPError as exc:  # e.g. the device was unplugged: say so once per period, keep going
                 log.warning("balloonlab watcher: %s", exc)
+            except Exception:  # a surprise in one reading must not end live updates for good
+                log.exception("balloonlab watcher: unexpected error, continuing")
             try:
                 await asyncio.wait_for(wake.wait(), self._stats_period())
             except asyncio.TimeoutError:

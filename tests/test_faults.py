@@ -212,6 +212,25 @@ def test_emulator_frozen_with_sigstop_then_thawed(external_emulator):
         assert set(lab.stats()) >= {"free-memory"}
 
 
+def test_live_updates_survive_a_server_that_was_frozen_for_longer_than_the_timeout(external_emulator):
+    """The watcher's reads time out while QEMU is stopped; once it runs again, subscribers hear new reports
+    without anyone reconnecting or subscribing again."""
+    emu = external_emulator()
+    with balloonlab.connect(emu.socket_path, timeout=1) as lab:
+        updates: list = []
+        lab.subscribe(updates.append)
+        lab.polling_interval = 1
+        assert wait_until(lambda: kinds(updates, "stats"), NOTICE), "no stats update before the freeze"
+        os.kill(emu.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)  # longer than the 1 s command timeout: nothing to poll for while a process is stopped
+        finally:
+            os.kill(emu.proc.pid, signal.SIGCONT)
+        seen = len(kinds(updates, "stats"))
+        assert wait_until(lambda: len(kinds(updates, "stats")) > seen, 10), "live updates stopped for good"
+        assert lab.watching and lab.connected and not kinds(updates, "disconnected")
+
+
 # -- the QMP socket file removed under a connected lab -------------------------------------------------------------
 def check_socket_removed(lab: Any) -> None:
     path = lab.socket_path

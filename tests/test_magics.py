@@ -461,6 +461,18 @@ def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
         second.close()
 
 
+def test_a_new_lab_closes_the_panels_of_the_lab_it_replaces(ip, lab):
+    pytest.importorskip("balloonlab.widgets")
+    panel = balloon(ip, "panel")
+    try:
+        second_lab = balloon(ip, "emulate --clock virtual")  # replaces (and closes) the lab the magics made
+        assert lab.closed and second_lab is not lab
+        assert panel.closed and not panel._pump.alive  # no thread left ticking for a closed lab
+        assert magics_of(ip).panels == []
+    finally:
+        panel.close()
+
+
 def test_watch_status_counts_refreshes_not_guest_reports():
     from balloonlab.watch import StatsView
 

@@ -84,10 +84,11 @@ class BalloonMagics(Magics):
             self.close_lab(previous, make_current_none=False)
 
     def close_lab(self, lab: Any, make_current_none: bool = True) -> None:
-        """Stop the watches on ``lab`` and close it."""
+        """Stop the watches and panels on ``lab`` and close it."""
         for watch in [w for w in self.watches if w.lab is lab]:
             watch.stop()
             self.watches.remove(watch)
+        self.close_panels(lab)
         self._owned = [o for o in self._owned if o is not lab]
         if make_current_none and self.lab is lab:
             self.lab = None
