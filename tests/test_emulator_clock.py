@@ -118,3 +118,23 @@ def test_real_clock_paused_vm_timer_does_not_fire():
         clock.close()
 
     asyncio.run(scenario())
+
+
+def test_rearming_far_future_timers_does_not_grow_the_heap_without_bound():
+    """Deletion is lazy; a client flipping the interval between 1 and 4294967295 on a paused VM re-arms a timer
+    that never reaches the top of the heap.  The heap is compacted, so its size stays bounded."""
+    clock = Clock("virtual")
+    timer = clock.new_timer(VM, lambda: None)
+    for i in range(20_000):
+        timer.mod_in((1 if i % 2 else 4294967295) * NS)
+    assert clock.pending_timers() == 1
+    assert sum(map(len, clock._heaps.values())) < 200
+
+
+def test_a_failing_timer_does_not_stop_virtual_time():
+    clock = Clock("virtual")
+    fired = []
+    clock.new_timer(HOST, lambda: 1 / 0).mod(1 * NS)
+    clock.new_timer(HOST, lambda: fired.append(clock.host_ns())).mod(2 * NS)
+    clock.advance(3)
+    assert fired == [2 * NS] and clock.host_ns() == 3 * NS

@@ -310,3 +310,16 @@ def test_qdict_order_reproduces_qemus_observed_key_orders():
     assert order("stat-" + s.key for s in STATS[:10]) == tuple("stat-" + k for k in WIRE_ORDER_10)
     assert order(["major", "minor", "micro"]) == ("micro", "minor", "major")
     assert order(["running", "status"]) == ("status", "running")
+
+
+def test_one_advance_and_the_number_of_workloads_are_bounded():
+    """Client input cannot make one command run for hours, nor every report walk an unbounded list."""
+    m, _, _ = make()
+    assert error(m, "x-balloonlab-advance", {"seconds": 1e9}) == (
+        "GenericError", "x-balloonlab-advance: at most 2678400 seconds (31 days) at a time; advance in steps")
+    for _ in range(64):
+        m.execute("x-balloonlab-guest", {"action": "cache", "size": "1M", "duration": "1h"})
+    cls, desc = error(m, "x-balloonlab-guest", {"action": "cache", "size": "1M", "duration": "1h"})
+    assert cls == "GenericError" and "64 workloads are still running" in desc
+    m.execute("x-balloonlab-guest", {"action": "idle"})
+    m.execute("x-balloonlab-guest", {"action": "cache", "size": "1M", "duration": "1h"})  # room again

@@ -173,3 +173,13 @@ def test_command_line_shape(tmp_path) -> None:
     assert argv[argv.index("-qmp") + 1] == f"unix:{files.qmp_socket},server=on,wait=off"
     assert "-device" not in build_argv(files, balloon_id=None)
     assert "virtio-balloon-pci" in build_argv(files, balloon_id="")
+
+
+def test_user_text_cannot_add_qemu_options(tmp_path) -> None:
+    """An id cannot smuggle in device properties, and a comma in a path is escaped as QEMU's parser wants."""
+    with pytest.raises(LaunchError, match="invalid device id"):
+        build_argv(VMFiles(tmp_path), balloon_id="b,deflate-on-oom=on")
+    odd = tmp_path / "a,b"
+    odd.mkdir()
+    argv = build_argv(VMFiles(odd))
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path}/a,,b/qmp.sock,server=on,wait=off"

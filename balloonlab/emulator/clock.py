@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable
 
@@ -25,8 +26,13 @@ from ..errors import VirtualClockRequired
 
 HOST = "host"
 VM = "vm"
+log = logging.getLogger(__name__)
+
 NS = 1_000_000_000
 _INF = float("inf")
+
+
+_STALE_SLACK = 64  #: stale heap entries tolerated before a compaction is considered
 
 
 class Timer:
@@ -62,6 +68,7 @@ class Timer:
         """Disarm the timer (no-op when it is not armed)."""
         if self._entry is not None:
             self._entry = None
+            self._clock._stale += 1
             self._clock._changed()
 
 
@@ -76,6 +83,9 @@ class Clock:
         self.loop = loop
         self._seq = itertools.count()
         self._heaps: dict[str, list] = {HOST: [], VM: []}
+        #: Disarmed entries still in the heaps (deletion is lazy).  Far-future ones would never reach the top, so
+        #: the heaps are rebuilt when they are mostly stale: re-arming cannot grow memory without bound.
+        self._stale = 0
         self._vm_running = False
         self._vm_base = 0  # VM ns accumulated up to the last pause/resume
         self._vm_since = 0  # host ns of the last resume
@@ -141,10 +151,20 @@ class Clock:
         return Timer(self, kind, callback)
 
     def _arm(self, timer: Timer, expire_ns: int) -> None:
+        if timer._entry is not None:
+            self._stale += 1
         entry = [expire_ns, next(self._seq), timer]
         timer._entry = entry
         heapq.heappush(self._heaps[timer.kind], entry)
+        if self._stale > _STALE_SLACK and 2 * self._stale > sum(map(len, self._heaps.values())):
+            self._compact()
         self._changed()
+
+    def _compact(self) -> None:
+        for heap in self._heaps.values():
+            heap[:] = [e for e in heap if e[2]._entry is e]
+            heapq.heapify(heap)
+        self._stale = 0
 
     def _top(self, kind: str) -> list | None:
         heap = self._heaps[kind]
@@ -153,6 +173,7 @@ class Clock:
             if entry[2]._entry is entry:
                 return entry
             heapq.heappop(heap)
+            self._stale -= 1
         return None
 
     def _next_due(self) -> tuple[float, str | None]:
@@ -174,6 +195,17 @@ class Clock:
         timer = entry[2]
         timer._entry = None
         timer.callback()
+
+    def _fire_reporting(self, kind: str) -> None:
+        """Fire the next timer; one broken callback must not stop every other timer, nor time itself."""
+        try:
+            self._fire(kind)
+        except Exception as exc:
+            context = {"message": "balloonlab emulator timer callback failed", "exception": exc}
+            if self.loop is not None:
+                self.loop.call_exception_handler(context)
+            else:
+                log.error("balloonlab emulator timer callback failed", exc_info=exc)
 
     def pending_timers(self) -> int:
         """How many timers are armed (for status and tests)."""
@@ -200,7 +232,7 @@ class Clock:
                     self._vm_base += at - self._vm_since
                     self._vm_since = at
                 self._virtual_host = at
-                self._fire(kind)  # type: ignore[arg-type]
+                self._fire_reporting(kind)  # type: ignore[arg-type]
             if self._vm_running:
                 self._vm_base += target - self._vm_since
                 self._vm_since = target
@@ -237,11 +269,7 @@ class Clock:
                 at, kind = self._next_due()
                 if at > self.host_ns():
                     break
-                try:
-                    self._fire(kind)  # type: ignore[arg-type]
-                except Exception as exc:  # one broken callback must not stop every other timer
-                    self.loop.call_exception_handler(  # type: ignore[union-attr]
-                        {"message": "balloonlab emulator timer callback failed", "exception": exc})
+                self._fire_reporting(kind)  # type: ignore[arg-type]
         finally:
             self._dispatching = False
         self._changed()
@@ -253,6 +281,7 @@ class Clock:
             for entry in heap:
                 entry[2]._entry = None
             heap.clear()
+        self._stale = 0
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

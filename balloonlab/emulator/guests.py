@@ -173,7 +173,10 @@ class Guest:
         if handler is None:
             raise QMPError("GenericError", f"x-balloonlab-guest: unknown action '{name}' "
                                            f"(known: {', '.join(self.actions())})")
-        result = handler(params)
+        try:
+            result = handler(params)
+        except ValueError as e:  # the memory model refused (e.g. too many workloads at once)
+            raise QMPError("GenericError", f"x-balloonlab-guest: {name}: {e}") from None
         return self.status() if result is None else result
 
     def actions(self) -> list[str]:

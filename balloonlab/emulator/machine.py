@@ -35,6 +35,10 @@ NO_BALLOON = "No balloon device has been activated"
 FIRMWARE_RESETS_NS = (60_000_000,)
 
 
+#: The longest one x-balloonlab-advance may run (31 days: about 30 s of CPU at 1 s polling).
+MAX_ADVANCE_S = 31 * 86400
+
+
 @dataclass(frozen=True)
 class VersionProfile:
     """What a QEMU version says about itself and where it differs."""
@@ -381,6 +385,10 @@ class Machine:
                                            "(start the emulator with clock=virtual)")
         if not seconds >= 0 or seconds == float("inf"):
             raise QMPError("GenericError", "x-balloonlab-advance: seconds must be a finite number >= 0")
+        if seconds > MAX_ADVANCE_S:
+            # One advance runs every timer on the server's loop: bound it, so one command cannot hang every client.
+            raise QMPError("GenericError", f"x-balloonlab-advance: at most {MAX_ADVANCE_S} seconds (31 days) at a "
+                                           "time; advance in steps")
         self.clock.advance(seconds)
         return {}
 

@@ -40,6 +40,10 @@ def _pages(n: float) -> int:
     return int(n) // PAGE * PAGE
 
 
+#: Workloads that may run at once in one guest.
+MAX_WORKLOADS = 64
+
+
 @dataclass
 class Ramp:
     """A workload: ``amount`` bytes (negative frees) added to ``kind`` evenly over ``[start, start+duration)``."""
@@ -106,7 +110,11 @@ class MemoryModel:
 
     # -- workloads ---------------------------------------------------------------------------------------
     def add_ramp(self, kind: str, amount: int, now_ns: int, duration_ns: int) -> None:
+        """Start a workload; ``ValueError`` when :data:`MAX_WORKLOADS` are still running (every report walks
+        them, so their number is bounded)."""
         self.settle(now_ns)
+        if len(self.ramps) >= MAX_WORKLOADS:
+            raise ValueError(f"{MAX_WORKLOADS} workloads are still running; wait for one to finish, or 'idle'")
         self.ramps.append(Ramp(kind, amount, now_ns, max(0, duration_ns)))
         self.settle(now_ns)
 

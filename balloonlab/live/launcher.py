@@ -85,6 +85,15 @@ def memory_mib(memory: str | int) -> int:
     return size >> 20
 
 
+#: What QEMU accepts as a device id (util/id.c id_wellformed).
+_QEMU_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+def _opt(path: Path | str) -> str:
+    """A path inside a QEMU ``key=value,...`` option: a comma is written twice, as QEMU's option parser wants."""
+    return str(path).replace(",", ",,")
+
+
 def build_argv(
     files: VMFiles,
     memory: str | int = "512M",
@@ -100,14 +109,17 @@ def build_argv(
     ``balloon_id``: the device's id (QOM ``/machine/peripheral/<id>``); ``""`` adds it without one
     (``/machine/peripheral-anon/device[0]``); ``None`` adds no balloon device at all.
     """
+    if balloon_id and not _QEMU_ID.fullmatch(balloon_id):
+        raise LaunchError(f"invalid device id {balloon_id!r}: QEMU ids start with a letter and contain only "
+                          "letters, digits, '-', '.' and '_'")
     argv = [*qemu, "-name", "balloonlab", "-accel", accel, "-m", f"{memory_mib(memory)}M",
             "-nodefaults", "-no-user-config", "-display", "none",
-            "-chardev", f"file,id=console,path={files.serial_log}", "-serial", "chardev:console",
-            "-chardev", f"socket,id=command,path={files.command_socket},server=on,wait=off",
+            "-chardev", f"file,id=console,path={_opt(files.serial_log)}", "-serial", "chardev:console",
+            "-chardev", f"socket,id=command,path={_opt(files.command_socket)},server=on,wait=off",
             "-serial", "chardev:command",
-            "-chardev", f"socket,id=control,path={files.control_socket},server=on,wait=off",
+            "-chardev", f"socket,id=control,path={_opt(files.control_socket)},server=on,wait=off",
             "-mon", "chardev=control,mode=control",
-            "-qmp", f"unix:{files.qmp_socket},server=on,wait=off"]
+            "-qmp", f"unix:{_opt(files.qmp_socket)},server=on,wait=off"]
     if image is not None:
         argv += ["-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_APPEND]
     if balloon_id is not None:
