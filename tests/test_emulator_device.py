@@ -165,6 +165,10 @@ def test_each_report_resets_stats_before_applying_it():
     (True, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
     (None, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
     (2**64, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
+    (2**63, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
+    (2**63 - 1, "timer value is too big"),  # an int64: the visitor takes it, the range check refuses it
+    (-2**63, "timer value must be greater than zero"),
+    (-2**63 - 1, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
 ])
 def test_polling_interval_validation(value, message):
     m, _, _ = make()
@@ -289,3 +293,30 @@ def test_guest_reboot_action():
     assert stats(m)["last-update"] == 0  # 10.0 clears the stats on every machine reset
     clock.advance(1.1)
     assert _resets(events) == [(True, "guest-reset")] * 2 and stats(m)["last-update"] == int(EPOCH) + 2
+
+
+@pytest.mark.parametrize("value, message", [
+    (2**63, "Invalid parameter type for 'value', expected: integer"),
+    (-2**63 - 1, "Invalid parameter type for 'value', expected: integer"),
+    (True, "Invalid parameter type for 'value', expected: integer"),
+    (-2**63, "Parameter 'value' expects a size"),  # an int64: past the visitor, refused by the command
+])
+def test_command_int_arguments_share_the_int64_range_check(value, message):
+    m, _, _ = make()
+    with pytest.raises(QMPError) as e:
+        m.execute("balloon", {"value": value})
+    assert (e.value.error_class, e.value.desc) == ("GenericError", message)
+    assert m.execute("balloon", {"value": 2**63 - 1}) == {}  # the largest int64 passes (clamped to RAM)
+
+
+def test_no_request_while_stats_vq_is_not_acked():
+    clock = Clock("virtual", start_epoch=EPOCH)
+    clock.vm_start()
+    dev = VirtioBalloon(clock, 512 << 20, (10, 0))
+    dev.driver_ok(0)  # a driver without VIRTIO_BALLOON_F_STATS_VQ
+    dev.statsq.guest_add(encode_stats([(4, 1)]))
+    dev.set_poll_interval(1)
+    clock.advance(5)
+    assert dev.statsq.holder == "device" and dev.statsq.exchanges == 1  # never handed back, timer still armed
+    assert dev.timer is not None and dev.timer.expire_ns > clock.vm_ns()  # it fired and re-armed each time
+    assert clock.vm_ns() == 5 * 10**9

@@ -8,9 +8,11 @@ rebuild would fail loudly.
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,8 +104,10 @@ def test_a_local_kernel_builds_its_own_image(image, tmp_path) -> None:
     os.utime(kernel, ns=(0, 1))  # a replaced kernel file is a new recipe: a new image replaces the old one
     rebuilt = gi.ensure_image(cache_dir=tmp_path / "cache", kernel=kernel)
     assert rebuilt.directory != built.directory
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [rebuilt.directory.name,
-                                                                     rebuilt.directory.name + ".lock"]
+    # the old image is gone; lock files stay (unlinking one could let two builders hold "the" lock)
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_dir()] == [rebuilt.directory.name]
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*.lock")) == sorted(
+        [built.directory.name + ".lock", rebuilt.directory.name + ".lock"])
 
 
 def test_recipe_key_follows_the_init_template(monkeypatch) -> None:
@@ -177,3 +181,50 @@ def test_compressed_and_builtin_modules(tmp_path) -> None:
         gi.collect_modules(moddir)
     (moddir / "modules.builtin").write_text("kernel/drivers/virtio/virtio_balloon.ko\n")
     assert gi.collect_modules(moddir) == [("virtio_ring", b"\x7fELF ring")]
+
+
+def _fake_image(cache: Path, name: str, origin: str) -> Path:
+    directory = cache / name
+    directory.mkdir(parents=True)
+    (directory / "image.json").write_text(json.dumps({"kernel_origin": origin}))
+    return directory
+
+
+def test_prune_skips_images_another_process_holds_and_keeps_lock_files(tmp_path) -> None:
+    keep = _fake_image(tmp_path, "guest-new", "debian")
+    stale = _fake_image(tmp_path, "guest-old1", "debian")
+    busy = _fake_image(tmp_path, "guest-old2", "debian")
+    staging = _fake_image(tmp_path, "guest-old3.tmp", "debian")  # a build under way, under guest-old3.lock
+    other_kernel = _fake_image(tmp_path, "guest-local", "/boot/vmlinuz")
+    (tmp_path / "guest-old1.lock").touch()
+    # Another builder holds guest-old2's and guest-old3's locks, in a real second process.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys\n"
+         "locks = [open(p, 'a') for p in sys.argv[1:]]\n"
+         "for f in locks: fcntl.flock(f, fcntl.LOCK_EX)\n"
+         "print('held', flush=True); sys.stdin.read()",
+         str(tmp_path / "guest-old2.lock"), str(tmp_path / "guest-old3.lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        gi._prune(tmp_path, keep=keep, origin="debian")
+        assert not stale.exists()
+        assert busy.is_dir() and staging.is_dir()  # busy: skipped, the holder's files untouched
+        assert keep.is_dir() and other_kernel.is_dir()
+        # lock files are never unlinked: a waiter on the old inode and a newcomer would both "hold" the lock
+        assert (tmp_path / "guest-old1.lock").exists() and (tmp_path / "guest-old2.lock").exists()
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    gi._prune(tmp_path, keep=keep, origin="debian")  # released: now it goes
+    assert not busy.exists() and not staging.exists() and keep.is_dir()
+
+
+def test_file_lock_without_waiting_reports_a_busy_lock(tmp_path) -> None:
+    lock = tmp_path / "x.lock"
+    with gi.file_lock(lock) as held:
+        assert held
+        with gi.file_lock(lock, wait=False) as second:  # flock: a second open file is a second owner
+            assert second is False
+    with gi.file_lock(lock, wait=False) as again:
+        assert again is True

@@ -21,8 +21,8 @@ import pytest
 
 from balloonlab.errors import LaunchError
 from balloonlab.live.launcher import VMFiles, build_argv, memory_mib
-from tests.fixtures.qemu import qemu_binary, qmp_run  # noqa: F401  (fixture)
-from tests.helpers import process_gone, wait_until
+from tests.fixtures.qemu import guest_image, qemu_binary, qmp_run  # noqa: F401  (fixture)
+from tests.helpers import process_gone, processes, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,6 +141,29 @@ def test_balloonlab_launch_runs_until_sigterm(child, qemu_binary, tmp_path) -> N
     c.proc.send_signal(signal.SIGTERM)
     assert c.proc.wait(60) == 0
     assert process_gone(qemu_pid)
+    assert not (workdir / "qmp.sock").exists()
+
+
+@pytest.mark.qemu
+def test_balloonlab_launch_stops_at_ctrl_c_while_the_guest_boots(child, guest_image, tmp_path) -> None:
+    workdir = tmp_path / "launch"
+    c = child("import sys; from balloonlab.cli import main; sys.exit(main(sys.argv[1:]))",
+              "launch", "-m", "256M", "--workdir", str(workdir))
+    # QEMU's QMP socket is up long before the TCG guest is ready: Ctrl-C now lands in the boot wait.
+    qemu = wait_until(lambda: (workdir / "qmp.sock").exists()
+                      and [p.pid for p in processes() if p.ppid == c.proc.pid and p.state not in "ZX"], timeout=60)
+    assert qemu, "QEMU did not come up"
+    c.qemu_pids.extend(p.pid for p in processes() if p.ppid == c.proc.pid)
+    c.proc.send_signal(signal.SIGINT)
+    # Before the fix the boot ran on to the end (printing its banner) and the exit status was 0.
+    assert c.proc.wait(60) == 128 + signal.SIGINT
+    c._reader.join(10)
+    printed = []
+    while (line := c._lines.get(timeout=10)) is not None:
+        printed.append(line)
+    assert printed == []  # no "QEMU ... running" banner: it did not wait for the guest
+    assert "SIGINT while starting: QEMU stopped" in c.proc.stderr.read()
+    assert all(process_gone(pid) for pid in c.qemu_pids) and c.qemu_pids
     assert not (workdir / "qmp.sock").exists()
 
 

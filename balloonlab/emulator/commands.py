@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import QMPError
-from .qom import INT64_MAX, INT64_MIN, type_error
+from .qom import is_int64, type_error
 
 
 @dataclass(frozen=True)
@@ -61,12 +61,10 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, str)
     if kind == "bool":
         return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
     if kind == "int":
-        return isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
+        return is_int64(value)
     if kind == "number":
-        return isinstance(value, (int, float))
+        return not isinstance(value, bool) and isinstance(value, (int, float))
     raise AssertionError(kind)
 
 

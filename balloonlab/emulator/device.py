@@ -21,10 +21,8 @@ from typing import Any
 from ..errors import QMPError
 from ..stats import UNSET, stats_for_version
 from .clock import NS, VM, Clock
-from .qom import INT64_MAX, INT64_MIN, qdict, type_error
+from .qom import is_int64, qdict, type_error
 from .virtio import (
-    ENTRY,
-    ENTRY_SIZE,
     F_DEFLATE_ON_OOM,
     F_FREE_PAGE_HINT,
     F_PAGE_POISON,
@@ -35,6 +33,7 @@ from .virtio import (
     STATUS_DRIVER_READY,
     BalloonConfig,
     StatsVirtqueue,
+    complete_entries,
     feature_names,
 )
 
@@ -85,7 +84,7 @@ class VirtioBalloon:
     # -- polling interval ----------------------------------------------------------------------------------
     def set_poll_interval(self, value: Any) -> None:
         """``qom-set ... guest-stats-polling-interval``, validated with QEMU's messages."""
-        if isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX:
+        if not is_int64(value):
             raise type_error(POLL_PROPERTY, "integer")
         if value < 0:
             raise QMPError("GenericError", "timer value must be greater than zero")
@@ -114,18 +113,17 @@ class VirtioBalloon:
         self.timer.mod(self.clock.vm_ns() + self.poll_interval * NS)  # type: ignore[union-attr]
 
     def _poll(self) -> None:
-        if self.statsq.holder != "device" or not self.guest_features & F_STATS_VQ:
-            self._rearm()  # nothing to hand back: try again later
-            return
-        self.statsq.device_return()  # the request; re-armed only when the guest answers
+        # The request; re-armed only when the guest answers.  With no buffer held (device_return says False) or
+        # STATS_VQ not acked there is nothing to hand back: try again later.
+        if not (self.guest_features & F_STATS_VQ and self.statsq.device_return()):
+            self._rearm()
 
     def _receive_stats(self, data: bytes) -> None:
         stats = self.stats
         n = self.n_known
         for i in range(n):
             stats[i] = UNSET
-        usable = len(data) - len(data) % ENTRY_SIZE
-        for tag, value in ENTRY.iter_unpack(data[:usable] if usable != len(data) else data):
+        for tag, value in complete_entries(data):
             if tag < n:
                 stats[tag] = value
         self.last_update = int(self.clock.wall_time())

@@ -39,22 +39,15 @@ def type_error(name: str, expected: str) -> QMPError:
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-def check_int(name: str, value: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
-    """An integer argument as QEMU's visitor accepts it (JSON floats, bools, strings and null are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise type_error(name, "integer")
-    return value
+def is_int64(value: Any) -> bool:
+    """True for a JSON integer QEMU's input visitor takes as ``int``: bools, floats and out-of-range numbers are
+    refused (with :func:`type_error`'s "expected: integer")."""
+    return not isinstance(value, bool) and isinstance(value, int) and INT64_MIN <= value <= INT64_MAX
 
 
 def check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise type_error(name, "boolean")
-    return value
-
-
-def check_str(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise type_error(name, "string")
     return value
 
 
@@ -93,10 +86,6 @@ class QObject:
             static: bool = False) -> None:
         self.props[name] = Property(name, type, getter, setter, static)
 
-    def add_static(self, name: str, type: str, value: Any) -> None:
-        """A ``-device`` property with a fixed value."""
-        self.add(name, type, lambda: value, static=True)
-
     def add_alias(self, name: str, target: QObject, target_name: str) -> None:
         """``object_property_add_alias``: same type, reads and writes go to the target (and so do its errors)."""
         self.aliases[name] = (target, target_name)
@@ -109,10 +98,6 @@ class QObject:
         self.children[name] = child
         self.props[name] = Property(name, f"child<{child.type_name}>", lambda: child.path)
         return child
-
-    def remove_child(self, name: str) -> None:
-        self.children.pop(name, None)
-        self.props.pop(name, None)
 
     @property
     def path(self) -> str:

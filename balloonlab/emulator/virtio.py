@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..stats import BY_TAG
@@ -75,8 +75,6 @@ def feature_names(mask: int) -> list[str]:
     """The names of the bits set in ``mask`` (balloon and transport bits; unknown bits as ``bit N``), by bit."""
     names = {bit: name for name, bit in ALL_FEATURES.items()}
     return [names.get(bit, f"bit {bit}") for bit in range(64) if mask >> bit & 1]
-QUEUES = ("inflateq", "deflateq", "statsq", "free_page_vq", "reporting_vq")
-
 TRACE_LENGTH = 256
 
 _PACKERS: dict[int, struct.Struct] = {}
@@ -100,14 +98,21 @@ def encode_values(tags: Sequence[int], values: Sequence[int]) -> bytes:
     return packer.pack(*flat)
 
 
+def complete_entries(data: bytes) -> Iterator[tuple[int, int]]:
+    """``(tag, value)`` for each complete entry of a report, in order: QEMU stops reading when fewer than 10
+    bytes are left, so a trailing partial entry is dropped.  The one decoder: the device's report handler (the
+    virtual clock's hot path) and :func:`decode_stats` both use it."""
+    extra = len(data) % ENTRY_SIZE
+    return ENTRY.iter_unpack(data[:-extra] if extra else data)
+
+
 def decode_stats(data: bytes, n_known: int) -> list[tuple[int, int, bool]]:
     """``(tag, value, ignored)`` for each complete entry, as QEMU reads them.
 
     A tag >= ``n_known`` (QEMU's VIRTIO_BALLOON_S_NR: 10 up to QEMU 9.1, 16 from 9.2) is ignored, and so is a
     trailing partial entry (QEMU stops when fewer than 10 bytes are left).
     """
-    usable = len(data) - len(data) % ENTRY_SIZE
-    return [(tag, value, tag >= n_known) for tag, value in ENTRY.iter_unpack(data[:usable])]
+    return [(tag, value, tag >= n_known) for tag, value in complete_entries(data)]
 
 
 def stat_name(tag: int) -> str | None:

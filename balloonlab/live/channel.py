@@ -5,6 +5,12 @@ command with ``sh`` and writes ``@BEGIN@ TOKEN\\n`` + output + ``\\n@END@ TOKEN 
 random token, so output of an earlier command that timed out on the host is recognised and skipped, and a
 command's output can contain anything (it would have to print the token to confuse us).  Base64 keeps quotes,
 newlines and non-ASCII in the command intact on a line-based channel.
+
+Reading is linear in the output: each received chunk is searched only together with the few bytes before it a
+marker could straddle, never the whole output again.  A command's output is kept up to :data:`MAX_OUTPUT` bytes;
+beyond that the beginning is dropped (the tail is usually what matters: errors, the last lines), and the
+result says so (``ExecResult.truncated`` and a first line naming how much was dropped), so a chatty command
+cannot exhaust the host's memory.
 """
 
 from __future__ import annotations
@@ -22,6 +28,11 @@ from typing import Callable
 
 from ..errors import GuestExecError
 
+#: The most output of one command kept on the host (its last bytes); see the module docstring.
+MAX_OUTPUT = 16 * 2**20
+_STATUS = re.compile(rb"(\d+)\n")
+_DIGITS = re.compile(rb"\d*")
+
 
 @dataclass(frozen=True)
 class ExecResult:
@@ -29,16 +40,19 @@ class ExecResult:
 
     output: str
     exit_code: int
+    #: True when the command printed more than the channel keeps: ``output`` is its tail, after a note line.
+    truncated: bool = False
 
 
 class CommandChannel:
     """One connection to the command socket, shared by all threads (one command at a time)."""
 
-    def __init__(self, socket_path: Path, process_alive: Callable[[], bool]) -> None:
+    def __init__(self, socket_path: Path, process_alive: Callable[[], bool], max_output: int = MAX_OUTPUT) -> None:
         self._path = socket_path
         self._alive = process_alive
+        self._max_output = max_output
         self._conn: socket.socket | None = None
-        self._buf = b""
+        self._buf = bytearray()
         self._lock = threading.Lock()
 
     def run(self, command: str, timeout: float) -> ExecResult:
@@ -72,7 +86,7 @@ class CommandChannel:
             except OSError as exc:
                 conn.close()
                 raise GuestExecError(f"cannot reach the guest's command channel {self._path}: {exc}") from None
-            self._conn, self._buf = conn, b""
+            self._conn, self._buf = conn, bytearray()
         return self._conn
 
     def _drop(self) -> None:
@@ -83,17 +97,30 @@ class CommandChannel:
     def _read_result(self, conn: socket.socket, token: bytes, deadline: float, command: str,
                      timeout: float) -> ExecResult:
         begin = b"@BEGIN@ " + token + b"\n"
-        end = re.compile(rb"\n@END@ " + re.escape(token) + rb" (\d+)\n")
+        end = b"\n@END@ " + token + b" "  # then the status digits and a newline
+        buf = self._buf
+        in_output = False  # once the begin marker is seen, buf holds only this command's output (and after)
+        scan = 0  # where the next search starts: earlier bytes hold no (start of a) marker
+        dropped = 0  # bytes of output dropped from the front to stay within max_output
         while True:
-            start = self._buf.find(begin)
-            if start >= 0:
-                m = end.search(self._buf, start + len(begin))
-                if m:
-                    output = self._buf[start + len(begin):m.start()]
-                    self._buf = self._buf[m.end():]
-                    return ExecResult(output.decode("utf-8", "replace"), int(m.group(1)))
-            else:
-                self._buf = self._buf[-len(begin):]  # earlier commands' leftovers: keep only a marker cut in half
+            if not in_output:
+                start = buf.find(begin, scan)
+                if start >= 0:
+                    del buf[:start + len(begin)]
+                    in_output, scan = True, 0
+                else:  # earlier commands' leftovers: keep only a marker cut in half
+                    del buf[:max(0, len(buf) - len(begin) + 1)]
+                    scan = 0
+            if in_output:
+                found = self._find_end(buf, end, scan)
+                if isinstance(found, tuple):
+                    return self._result(*found, dropped)
+                scan = found
+                excess = min(len(buf) - self._max_output, scan)  # never cut a marker under way
+                if excess > self._max_output:  # trim in big steps: each byte is moved O(1) times
+                    del buf[:excess]
+                    scan -= excess
+                    dropped += excess
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise GuestExecError(
@@ -111,4 +138,34 @@ class CommandChannel:
             if not chunk:
                 self._drop()
                 raise GuestExecError(f"QEMU closed the command channel while {command!r} was running")
-            self._buf += chunk
+            buf += chunk
+
+    @staticmethod
+    def _find_end(buf: bytearray, end: bytes, scan: int) -> tuple[bytes, int] | int:
+        """``(output, status)`` if ``buf`` (a command's output from its start) holds the end marker and status
+        (their bytes are consumed from ``buf``), else where to search again once more bytes came (a marker may
+        be cut at the end of ``buf``)."""
+        while True:
+            at = buf.find(end, scan)
+            if at < 0:
+                return max(0, len(buf) - len(end) + 1)
+            m = _STATUS.match(buf, at + len(end))
+            if m:
+                output, status = bytes(buf[:at]), int(m.group(1))
+                del buf[:m.end()]  # (m reads buf: take what it found first)
+                return output, status
+            if _DIGITS.fullmatch(buf, at + len(end)):
+                return at  # the status is still arriving
+            scan = at + 1  # the marker text inside the output, not followed by a status: keep looking
+
+    def _result(self, output: bytes, status: int, dropped: int) -> ExecResult:
+        """The result, its output cut to its last ``max_output`` bytes (with a note saying so) if longer."""
+        if len(output) > self._max_output:
+            dropped += len(output) - self._max_output
+            output = output[-self._max_output:]
+        text = output.decode("utf-8", "replace")
+        if not dropped:
+            return ExecResult(text, status)
+        note = (f"[balloonlab: output truncated: the first {dropped} bytes were dropped, the last {len(output)} "
+                "bytes follow]\n")
+        return ExecResult(note + text, status, truncated=True)

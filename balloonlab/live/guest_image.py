@@ -158,18 +158,28 @@ def ensure_image(
 
 
 def _prune(cache: Path, keep: Path, origin: str) -> None:
-    """Remove images an older recipe built from the same kernel source (they would never be used again)."""
+    """Remove images an older recipe built from the same kernel source (they would never be used again).
+
+    Each one is removed only while holding its lock (taken without waiting: an image another process is
+    building or loading right now is skipped, a later prune gets it).  The ``.lock`` files stay: unlinking a
+    lock file is never safe with flock, because a process that opened it before the unlink would lock the
+    orphaned inode while a newcomer creates and locks a fresh file, so both would think they hold the lock.
+    """
     for other in cache.glob("guest-*"):
-        if other == keep or not other.is_dir():
+        if not other.is_dir():
+            continue
+        key = other.name.removesuffix(".tmp")  # a build's staging directory shares its image's lock
+        if key == keep.name:
             continue
         try:
             meta = json.loads((other / "image.json").read_text())
         except (OSError, ValueError):
             continue
-        if meta.get("kernel_origin") == origin:
-            shutil.rmtree(other, ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                other.with_name(other.name + ".lock").unlink()
+        if meta.get("kernel_origin") != origin:
+            continue
+        with file_lock(cache / f"{key}.lock", wait=False) as held:
+            if held:
+                shutil.rmtree(other, ignore_errors=True)
 
 
 def _load(target: Path) -> GuestImage | None:
@@ -191,12 +201,19 @@ def _load(target: Path) -> GuestImage | None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path):
-    """Exclusive lock on ``path`` (created if missing) for the with-block: one builder per cache entry."""
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def file_lock(path: Path, wait: bool = True):
+    """Exclusive flock on ``path`` (created if missing) for the with-block: one builder per cache entry.
+
+    Yields True once the lock is held.  ``wait=False`` does not wait for another holder: it yields False
+    then (and holds nothing)."""
+    with open(path, "a") as fh:
         try:
-            yield
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 

@@ -485,6 +485,15 @@ def _make_workdir(workdir: Path | None) -> tuple[VMFiles, bool]:
 
 # --- balloonlab launch ---------------------------------------------------------------------------------------------
 
+class _Interrupted(BaseException):
+    """A stop signal while ``balloonlab launch`` waits for QEMU and the guest (BaseException, like Ctrl-C's
+    KeyboardInterrupt, so LiveVM.start's cleanup runs and nothing on the way swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``balloonlab launch [-m 512M] [--paused] [--accel tcg] [--no-guest] [--id ID] [--no-balloon]``."""
     parser = argparse.ArgumentParser(
@@ -506,9 +515,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
     stop_requested = threading.Event()
+    booting = True
 
     def on_signal(signum, frame):
+        nonlocal booting
         stop_requested.set()
+        if booting:  # interrupt the boot wait at once: LiveVM.start stops the QEMU it started, then re-raises
+            booting = False  # once: a second Ctrl-C must not interrupt that cleanup
+            raise _Interrupted(signum)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     vm = None
@@ -517,6 +531,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             vm = LiveVM.start(memory=args.memory, balloon_id=None if args.no_balloon else args.id, paused=args.paused,
                               guest=not args.no_guest, accel=args.accel, workdir=args.workdir, timeout=args.timeout,
                               qemu=args.qemu)
+            booting = False
+        except _Interrupted as stop:
+            print(f"balloonlab launch: {signal.Signals(stop.signum).name} while starting: QEMU stopped",
+                  file=sys.stderr)
+            return 128 + stop.signum
         except Exception as exc:
             from ..errors import BalloonError
 
