@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, TypeVar
 
 from . import _loop
-from .client import BalloonClient, LabUpdate
+from .client import ADVANCE, TRACE, BalloonClient, LabUpdate
 from .doctor import Diagnosis, diagnose
 from .errors import (BalloonDisconnected, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackend,
                      VirtualClockRequired)
@@ -33,8 +33,7 @@ log = logging.getLogger("balloonlab")
 T = TypeVar("T")
 
 BACKENDS = ("emulated", "live", "connected")
-ADVANCE, STATUS, TRACE, GUEST = ("x-balloonlab-advance", "x-balloonlab-status", "x-balloonlab-trace",
-                                 "x-balloonlab-guest")
+STATUS, GUEST = "x-balloonlab-status", "x-balloonlab-guest"
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,15 @@ background never prints (a stray ``print`` lands in whatever cell runs now), it 
 (a Jupyter kernel, or IPython's capturing publisher).  Terminal IPython has no such thing: there the watch shows a
 snapshot and says so.
 
-Bursts (a virtual clock advanced by an hour at a 1 s interval gives 3600 reports) are coalesced: at most one
-update per :data:`MIN_UPDATE_GAP` seconds, and the last state is always published.
+The lab's loop thread only queues (:class:`~balloonlab._pump.UpdatePump`): it carries every lab's QMP traffic
+and the in-process emulators, and ipykernel's ``publish`` flushes stdout/stderr and may wait on its IO thread for
+seconds.  The watch's own pump thread publishes.  Bursts (a virtual clock advanced by an hour at a 1 s interval
+gives 3600 reports) are batched there: at most one update per :data:`MIN_UPDATE_GAP` seconds, and the last state
+is always published.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import html
 import itertools
@@ -23,6 +25,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from ._pump import UpdatePump
 from .units import format_duration, format_size
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,16 +110,19 @@ class StatsView:
 class StatsWatch:
     """Shows ``lab``'s stats in the current cell's output and keeps that output up to date until :meth:`stop`.
 
-    Create it on the cell's thread (``start()`` reads the lab once and displays); after that only the lab's
-    background thread touches it, through the subscription, plus ``stop()`` from any thread.
+    Create it on the cell's thread (``start()`` subscribes, reads the lab once and displays); after that the lab's
+    loop thread only queues updates, the watch's pump thread applies and publishes them, and ``stop()`` may come
+    from any thread.  ``cell_id``: the notebook cell that started it (the magics stop an earlier watch of the same
+    cell when it runs again), None outside a kernel.
     """
 
-    def __init__(self, lab: "Balloon", shell: Any) -> None:
+    def __init__(self, lab: "Balloon", shell: Any, cell_id: str | None = None) -> None:
         self.lab = lab
         self.shell = shell
+        self.cell_id = cell_id
         self.display_id = f"balloonlab-watch-{next(_ids)}-{int(time.time() * 1000)}"
         self.reports = 0
-        self.published = 0  #: updates sent to the front end (after coalescing)
+        self.published = 0  #: updates sent to the front end (after batching)
         self._stats: "GuestStats | None" = None
         self._interval: int | None = None
         self._actual: int | None = None
@@ -124,36 +130,56 @@ class StatsWatch:
         self._note = ""
         self._lock = threading.Lock()
         self._unsubscribe: Callable[[], None] | None = None
-        self._last_publish = 0.0
-        self._flush_scheduled = False
+        self._pump: UpdatePump | None = None
 
     # life cycle ---------------------------------------------------------------------------------------------------
     def start(self) -> "StatsWatch":
-        """Read the lab's current state, display it, and subscribe to its updates.  Returns at once."""
-        self._stats = self.lab.stats()
-        self._interval = self.lab.polling_interval
-        self._actual = self.lab.actual
-        if not self.live_capable:
-            self._state = "snapshot"
-            self._note = "live updates need a Jupyter front end; run %balloon stats to refresh"
-        data, metadata = self.shell.display_formatter.format(self.view())
-        self.shell.display_pub.publish(data=data, metadata=metadata, transient={"display_id": self.display_id})
-        if self._state == "live":
-            self._unsubscribe = self.lab.subscribe(self._on_update)
+        """Subscribe to the lab's updates, read its current state and display it.  Returns at once.
+
+        Subscribe first: a report that arrives while the state is read is queued, not lost (the pump starts only
+        after the first display, so updates never overtake it).
+        """
+        live = self.live_capable
+        if live:
+            self._pump = UpdatePump(self._apply, min_gap=MIN_UPDATE_GAP, name="balloonlab-watch", start=False)
+            self._unsubscribe = self.lab.subscribe(self._pump.put)
+        try:
+            self._stats = self.lab.stats()
+            self._interval = self.lab.polling_interval
+            self._actual = self.lab.actual
+            if not live:
+                self._state = "snapshot"
+                self._note = "live updates need a Jupyter front end; run %balloon stats to refresh"
+            data, metadata = self.shell.display_formatter.format(self.view())
+            self.shell.display_pub.publish(data=data, metadata=metadata, transient={"display_id": self.display_id})
+        except BaseException:
+            self._detach()  # no half-started watch left subscribed
+            raise
+        if self._pump is not None:
+            self._pump.start()
         return self
+
+    def _detach(self) -> Callable[[], None] | None:
+        """Forget the subscription and stop the pump; returns the unsubscribe function (None if already done)."""
+        with self._lock:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            try:
+                unsubscribe()
+            except Exception:  # the lab may already be closed: nothing left to unsubscribe from
+                log.debug("watch %s: unsubscribe failed", self.display_id, exc_info=True)
+        if self._pump is not None:
+            self._pump.stop()  # from the pump's own thread (a disconnect) it only marks it stopping
+        return unsubscribe
 
     def stop(self, state: str = "stopped") -> None:
         """Unsubscribe and show the final state (``stopped``, or ``disconnected`` when the lab went away)."""
         with self._lock:
-            unsubscribe, self._unsubscribe = self._unsubscribe, None
-            if unsubscribe is None:
+            if self._unsubscribe is None:
                 return
             self._state = state
-        try:
-            unsubscribe()
-        except Exception:  # the lab may already be closed: nothing left to unsubscribe from
-            log.debug("watch %s: unsubscribe failed", self.display_id, exc_info=True)
-        self._publish()
+        if self._detach() is not None:
+            self._publish()
 
     @property
     def active(self) -> bool:
@@ -174,51 +200,29 @@ class StatsWatch:
             return StatsView(self._stats, interval=self._interval, actual=self._actual, reports=self.reports,
                              state=self._state, note=self._note)
 
-    # background side ---------------------------------------------------------------------------------------------
-    def _on_update(self, update: Any) -> None:
-        """Runs on the lab's background thread: record the change, publish (coalesced).  Never blocks, never raises."""
-        try:
-            kind = getattr(update, "kind", None)
-            with self._lock:
+    # the pump's thread -------------------------------------------------------------------------------------------
+    def _apply(self, updates: list[Any]) -> None:
+        """A batch of lab updates: merge them, then publish once (the pump throttles and reports failures)."""
+        changed = disconnected = False
+        with self._lock:
+            if self._unsubscribe is None:
+                return  # stopped meanwhile: stop() publishes the final state
+            for update in updates:
+                kind = getattr(update, "kind", None)
                 if kind == "stats" and getattr(update, "stats", None) is not None:
-                    self._stats = update.stats
-                    self.reports += 1
+                    if update.stats is not self._stats:  # the very report start() read is no refresh
+                        self._stats = update.stats
+                        self.reports += 1
+                        changed = True
                 elif kind == "interval":
-                    self._interval = update.interval
+                    self._interval, changed = update.interval, True
                 elif kind == "actual":
-                    self._actual = update.actual
+                    self._actual, changed = update.actual, True
                 elif kind == "disconnected":
-                    self._note = "QEMU went away"
-                else:
-                    return
-            if kind == "disconnected":
-                threading.Thread(target=self.stop, args=("disconnected",), daemon=True).start()
-                return
-            self._publish_coalesced()
-        except Exception:  # a watch must never break the lab's thread
-            log.exception("watch %s: update failed", self.display_id)
-
-    def _publish_coalesced(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if self._flush_scheduled:
-                return
-            wait = self._last_publish + MIN_UPDATE_GAP - now
-            if wait > 0:
-                try:
-                    loop = asyncio.get_running_loop()
-                except RuntimeError:
-                    loop = None
-                if loop is not None:
-                    self._flush_scheduled = True
-                    loop.call_later(wait, self._flush)
-                    return
-        self._publish()
-
-    def _flush(self) -> None:
-        with self._lock:
-            self._flush_scheduled = False
-        if self.active:
+                    self._note, disconnected = "QEMU went away", True
+        if disconnected:
+            self.stop("disconnected")
+        elif changed:
             self._publish()
 
     def _publish(self) -> None:
@@ -226,10 +230,8 @@ class StatsWatch:
             return
         view = self.view()
         data, metadata = self.shell.display_formatter.format(view)
-        with self._lock:
-            self._last_publish = time.monotonic()
         # A fresh context: ipykernel then sends the update with the parent header of the request it handles now
-        # (its global one), not with whatever cell's header the lab's thread happened to copy.  Front ends apply
+        # (its global one), not with whatever cell's header this thread happened to copy.  Front ends apply
         # update_display_data by display id wherever it is; nbclient only reads messages of the running cell.
         contextvars.Context().run(
             self.shell.display_pub.publish,
@@ -237,4 +239,3 @@ class StatsWatch:
         )
         with self._lock:
             self.published += 1
-

@@ -8,6 +8,7 @@ the magics started) and clears the shell singleton.  A real Jupyter kernel runs 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any, Iterator
 
 import pytest
@@ -652,3 +653,58 @@ def test_launch_starts_a_live_qemu_that_close_stops(ip, qemu_binary):
         assert lab.closed and not vm.alive
     finally:
         lab.close()
+
+
+def test_the_lab_loop_never_publishes_a_watch_update(ip, vlab):
+    """ipykernel's publish flushes stdout/stderr and may wait on its IO thread: never on the loop every lab's QMP
+    traffic and the in-process emulators run on.  The watch's own thread publishes."""
+    balloon(ip, "poll 1")
+    threads: list[str] = []
+    with capture_output():
+        publish = ip.display_pub.publish
+
+        def recording_publish(*args: Any, **kwargs: Any) -> None:
+            threads.append("loop" if _loop.in_loop_thread() else threading.current_thread().name)
+            publish(*args, **kwargs)
+
+        ip.display_pub.publish = recording_publish
+        balloon(ip, "watch")
+        [watch] = magics_of(ip).watches
+        for _ in range(5):
+            balloon(ip, "advance 3s")  # bursts: some reports within MIN_UPDATE_GAP of the last publish
+        wait_for(lambda: watch.reports >= 5 and watch.published >= 1, "the watch to publish updates")
+        balloon(ip, "watch --stop")
+    assert "loop" not in threads and "balloonlab-watch" in threads
+
+
+class ReportArrivesDuringTheReads:
+    """The real lab, except that a new report arrives while the watch reads its initial state (between its
+    stats and actual reads): the race a watch that subscribed only after reading would lose."""
+
+    def __init__(self, lab: Any) -> None:
+        self._lab = lab
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lab, name)
+
+    @property
+    def actual(self) -> int:
+        self._lab.advance("2s")
+        return self._lab.actual
+
+
+def test_a_report_that_arrives_while_the_watch_starts_is_not_lost(ip, vlab):
+    from balloonlab.watch import StatsWatch
+
+    balloon(ip, "poll 1")
+    already = vlab.subscribe(lambda update: None)  # the lab's watcher already runs (e.g. for a panel)
+    try:
+        with capture_output():
+            watch = StatsWatch(ReportArrivesDuringTheReads(vlab), ip).start()
+            try:
+                wait_for(lambda: watch.reports >= 1, "the watch to show the report that came during its start")
+                wait_for(lambda: watch.view().stats == vlab.last_stats, "the watch to show the newest report")
+            finally:
+                watch.stop()
+    finally:
+        already()

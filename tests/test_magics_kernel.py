@@ -108,3 +108,44 @@ def test_a_dead_qemu_is_one_line(executed):
 
 def test_unload_closes_the_lab(executed):
     assert cell(executed, "unload").outputs[-1].data["text/plain"] == "True"
+
+
+def test_rerunning_a_watch_cell_replaces_its_watch_and_other_cells_keep_theirs(tmp_path):
+    """JupyterLab sends the cell's id with every execute request (metadata ``cellId``): a watch started again by
+    the same cell stops the earlier one (its output is gone); watches of other cells, and watches started without
+    a cell id, keep running.  nbclient sends no cell id, hence a kernel client of our own here."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60, cwd=str(tmp_path))
+
+    def run(code: str, cell_id: str | None = None, expression: str | None = None) -> str:
+        content = {"code": code, "silent": False, "store_history": True, "allow_stdin": False,
+                   "stop_on_error": True, "user_expressions": {"x": expression} if expression else {}}
+        msg = kc.session.msg("execute_request", content, metadata={"cellId": cell_id} if cell_id else {})
+        kc.shell_channel.send(msg)
+        while True:
+            reply = kc.get_shell_msg(timeout=60)
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+                break
+        assert reply["content"]["status"] == "ok", reply["content"]
+        if expression is None:
+            return ""
+        result = reply["content"]["user_expressions"]["x"]
+        assert result["status"] == "ok", result
+        return result["data"]["text/plain"]
+
+    try:
+        run("%load_ext balloonlab\nlab = %balloon emulate --clock virtual\n"
+            "magics = get_ipython().magics_manager.registry['BalloonMagics']")
+        run("%balloon watch\nfirst = magics.watches[-1]", cell_id="cell-a")
+        run("%balloon watch\nother = magics.watches[-1]", cell_id="cell-b")
+        run("%balloon watch\nsecond = magics.watches[-1]", cell_id="cell-a")  # cell a again
+        run("%balloon watch\nplain1 = magics.watches[-1]")
+        run("%balloon watch\nplain2 = magics.watches[-1]")
+        state = run("", expression="(first.active, first.view().state, other.active, second.active, "
+                                   "plain1.active, plain2.active, len(magics.watches), second.cell_id)")
+        assert state == "(False, 'stopped', True, True, True, True, 4, 'cell-a')"
+        run("%unload_ext balloonlab")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

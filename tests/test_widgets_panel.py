@@ -8,6 +8,7 @@ a panel that only believed itself would fail.  Every wait polls with a deadline;
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -420,3 +421,41 @@ def test_doctor_and_event_log_follow_a_pause_made_elsewhere(make) -> None:
     assert "data-event='RESUME'" in panel.events.value
     panel.wait_idle()
     assert panel.plot.marker_count("state") == 2
+
+
+def test_a_qemu_restarted_paused_shows_paused_after_the_reconnect(make, tmp_path) -> None:
+    """No STOP event tells a panel that the QEMU it reconnected to started paused: it must ask (query-status)."""
+    socket_path = str(tmp_path / "qmp.sock")
+    first = make.lab(guest="linux", socket_path=socket_path)
+    lab = balloonlab.connect(socket_path)  # the panel's lab: survives the QEMU behind it
+    try:
+        panel = make.panel(lab)
+        front_end_sets(panel.interval_slider, value=1)
+        wait_for(lambda: panel.doctor.verdict == "healthy", "a healthy verdict while the first QEMU runs")
+        first.close()  # that QEMU goes away
+        wait_for(lambda: not panel.connected, "the panel to see the QEMU gone")
+        make.lab(guest="linux", socket_path=socket_path, paused=True)  # a new one on the same socket, paused
+        lab.reconnect()
+        wait_for(lambda: panel.connected, "the panel to see the lab connected again")
+        wait_for(lambda: panel.doctor.verdict == "paused", "the doctor to see the new VM paused")
+        assert panel.doctor.verdict == lab.doctor().verdict
+    finally:
+        lab.close()
+
+
+def test_a_disconnect_and_a_reconnect_in_one_batch_end_connected(make) -> None:
+    from balloonlab.client import LabUpdate
+
+    lab = make.lab(guest="linux")
+    panel = make.panel(lab)
+    assert panel.wait_idle()
+    release = threading.Event()
+    panel._pump.submit(lambda: release.wait(10))  # hold the pump: the two updates below form one batch
+    try:
+        panel._on_update(LabUpdate("disconnected", error="QEMU restarted"))
+        panel._on_update(LabUpdate("interval", interval=3))  # the lab, reconnected, reports again
+    finally:
+        release.set()
+    assert panel.wait_idle()
+    assert panel.connected and not panel.interval_slider.disabled
+    assert "reconnected" in panel.status_line.value

@@ -15,7 +15,7 @@ import pytest
 from balloonlab.stats import BY_KEY, STATS, UNSET, GuestStats, stats_for_version
 from balloonlab.widgets import (DeviceBinding, EventLog, LastUpdateView, MemoryPlot, StatsTable, VirtqueueView,
                                 decode_report)
-from balloonlab.widgets._pump import UpdatePump
+from balloonlab._pump import UpdatePump
 from tests.helpers import wait_until
 
 
@@ -254,3 +254,14 @@ def test_time_axis_ticks_are_whole_steps_with_distinct_labels() -> None:
         assert list(shown) == [start + i for i in range(6)]
     finally:
         plot.close()
+
+
+def test_event_log_renders_only_after_a_change(closing) -> None:
+    log = EventLog(max_events=100)
+    closing.append(log)
+    assert not log.render()  # the empty log was rendered when made
+    log.add_note("polling interval 2 s", 1_700_000_000.0, kind="interval")
+    assert log.render() and "data-event='interval'" in log.value
+    assert not log.render()  # a batch without events: the rows are not even joined again
+    log.max_events = 1
+    assert "data-event='interval'" in log.value

@@ -95,8 +95,26 @@ class BalloonMagics(Magics):
         lab.close()
 
     # watches ------------------------------------------------------------------------------------------------------
+    def current_cell_id(self) -> str | None:
+        """The notebook cell being run (JupyterLab and Notebook 7 send ``cellId`` in the execute request's
+        metadata; ipykernel keeps that request as the kernel's parent), or None outside a kernel or without it.
+        ``shell.parent_header`` is only the request's header in ipykernel 7, without the metadata."""
+        kernel = getattr(self.shell, "kernel", None)
+        try:
+            parent = kernel.get_parent() if kernel is not None else None
+        except Exception:  # an unusual kernel: no cell id, so the watch behaves as outside a kernel
+            return None
+        cell_id = ((parent or {}).get("metadata") or {}).get("cellId")
+        return cell_id if isinstance(cell_id, str) and cell_id else None
+
     def start_watch(self, lab: Any) -> StatsWatch:
-        watch = StatsWatch(lab, self.shell).start()
+        """Start a watch in this cell's output.  Several run at once (from different cells); one started by the
+        same cell as an earlier active one replaces it (re-running the cell: the old output is gone)."""
+        cell_id = self.current_cell_id()
+        if cell_id is not None:
+            for old in [w for w in self.watches if w.cell_id == cell_id and w.active]:
+                old.stop()
+        watch = StatsWatch(lab, self.shell, cell_id=cell_id).start()
         self.watches = [w for w in self.watches if w.active]
         if watch.active:
             self.watches.append(watch)

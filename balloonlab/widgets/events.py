@@ -41,6 +41,7 @@ class EventLog(widgets.HTML):
 
     def __init__(self, **kwargs: Any) -> None:
         self._rows: deque[str] = deque(maxlen=self.max_events)  # before the traits: max_events=... resizes it
+        self._dirty = True  # rows changed since the last render (a batch without events renders nothing)
         super().__init__(**kwargs)
         self.add_class("balloonlab-events")
         self.render()
@@ -54,6 +55,7 @@ class EventLog(widgets.HTML):
     @observe("max_events")
     def _resize(self, change: dict) -> None:
         self._rows = deque(self._rows, maxlen=change["new"])
+        self._dirty = True
         self.render()
 
     def __len__(self) -> int:
@@ -75,8 +77,14 @@ class EventLog(widgets.HTML):
             f"<tr class='{css}' data-event='{esc(name)}'><td class='mono'>{stamp}</td>"
             f"<td class='name'><b>{esc(name)}</b></td><td class='name'>{esc(text)}</td></tr>"
         )
+        self._dirty = True
 
-    def render(self) -> None:
+    def render(self) -> bool:
+        """Send the rows if they changed since the last render; False when nothing had changed (then the up to
+        ``max_events`` rows are not even joined)."""
+        if not self._dirty:
+            return False
+        self._dirty = False
         if not self._rows:
             html = "<div class='muted'>events: none yet</div>"
         else:
@@ -84,3 +92,4 @@ class EventLog(widgets.HTML):
                     "<th class='name'>event</th><th class='name'>data</th></tr>" + "".join(self._rows)
                     + "</table></div>")
         set_if_changed(self, "value", html)
+        return True

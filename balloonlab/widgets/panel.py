@@ -4,7 +4,7 @@ Threads, and why each part runs where it does:
 
 * The panel is built and displayed in the cell (the kernel's thread); every view is created there.
 * ``lab.subscribe`` calls :meth:`BalloonPanel._on_update` on the lab's background loop thread.  That callback only
-  queues the update (:class:`~balloonlab.widgets._pump.UpdatePump`): the loop must never block, and lab methods
+  queues the update (:class:`~balloonlab._pump.UpdatePump`): the loop must never block, and lab methods
   cannot be called from it.
 * The pump's thread applies queued updates in batches (at most ``max_rate`` per second), pushing cheap samples
   into the views and then rendering each view once; a view sends a message only when its state really changed.
@@ -26,7 +26,7 @@ from ..doctor import Diagnosis, diagnose, stale_after
 from ..errors import BalloonError, QMPError
 from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
-from ._pump import UpdatePump
+from .._pump import UpdatePump
 from .controls import MiB, IntervalControl, TargetControl
 from .events import EventLog, event_time
 from .plot import MemoryPlot
@@ -204,8 +204,7 @@ class BalloonPanel(widgets.VBox):
         for event in (self._quietly(lambda: list(lab.events), []) or [])[-self.max_events:]:
             self._take_event(event)
         # After replaying old events (which would say an old run state): what QEMU says now.
-        run_state = self._quietly(lambda: lab.qmp("query-status"), {}) or {}
-        self._running, self._run_status = run_state.get("running"), run_state.get("status")
+        self._read_run_state()
         self.events.render()
         self.plot.render()
         self._doctor_due = True
@@ -213,14 +212,22 @@ class BalloonPanel(widgets.VBox):
         if not self.status:
             self._set_status("live: updates as the lab reports them", "ok")
 
+    def _read_run_state(self) -> None:
+        """query-status (the pump's thread or the cell's, never the lab's loop): at start, and after a reconnect,
+        where QEMU may have been restarted paused and no STOP event says so."""
+        run_state = self._quietly(lambda: self.lab.qmp("query-status"), {}) or {}
+        self._running, self._run_status = run_state.get("running"), run_state.get("status")
+
     def _seed_plot(self, lab: Any) -> None:
         """Start the plot with what the lab's history already holds (if a watch recorded before)."""
         history = getattr(lab, "history", None)
         try:
             if history is None or len(history) == 0:
                 return
-            columns = {c: history.column(c)[-self.max_points:]
-                       for c in ("last-update", "free-memory", "available-memory", "total-memory", "disk-caches")}
+            # One read of all five (one lock hold, one decode): the watcher may append meanwhile, and separate
+            # reads could then differ in length and pair one report's time with another's values.
+            columns = {c: v[-self.max_points:] for c, v in history.columns_dict(
+                ("last-update", "free-memory", "available-memory", "total-memory", "disk-caches")).items()}
         except Exception:  # noqa: BLE001 - a history we cannot read just means an empty plot to start with
             log.debug("balloonlab panel: cannot seed the plot from the history", exc_info=True)
             return
@@ -240,14 +247,14 @@ class BalloonPanel(widgets.VBox):
             return
         new_stats = interval = actual = target = None
         disconnected: str | None = None
-        alive = False
+        alive = dropped = False
         for u in updates:
             kind = u.kind
             if kind == "disconnected":
                 disconnected = getattr(u, "error", None) or "the lab's QMP connection is gone"
-                alive = False
+                alive, dropped = False, True
                 continue
-            alive = True
+            alive, disconnected = True, None  # a live update after a disconnect: the lab is back
             if kind == "stats" and u.stats is not None:
                 if self._take_stats(u.stats):
                     new_stats = u.stats
@@ -280,8 +287,8 @@ class BalloonPanel(widgets.VBox):
         self.events.render()
         if disconnected is not None:
             self._set_connected(False, disconnected)
-        elif alive and not self.connected:
-            self._set_connected(True)
+        elif alive and (dropped or not self.connected):
+            self._set_connected(True)  # also when the drop and the reconnect came in one batch: re-read the state
         if self.connected:
             self._refresh_doctor()
             if self._trace_due:
@@ -495,6 +502,7 @@ class BalloonPanel(widgets.VBox):
             set_if_changed(slider, "disabled", not connected)
         if connected:
             self.remove_class("balloonlab-disconnected")
+            self._read_run_state()  # a QEMU restarted paused sends no STOP: the old running flag would stay
             self._set_status("reconnected: live again", "ok")
             self._doctor_due, self._doctor_at = True, 0.0
             self._refresh_doctor(ask_lab=True)

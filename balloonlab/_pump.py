@@ -1,7 +1,9 @@
-"""The one background thread of a panel: takes lab updates and user requests off the threads that deliver them.
+"""The one background thread of a live view (a panel, a ``%balloon watch``): takes lab updates and user requests
+off the threads that deliver them.
 
-Lab updates arrive on the lab's asyncio thread, whose callbacks must never block, and slider moves arrive in a
-comm handler, which must stay short (JupyterLab may run it on a kernel subshell).  Both only hand work to an
+Lab updates arrive on the lab's asyncio thread, whose callbacks must never block (that loop carries every lab's
+QMP traffic and the in-process emulators, and ipykernel's ``publish`` may wait seconds on its IO thread), and
+slider moves arrive in a comm handler, which must stay short (JupyterLab may run it on a kernel subshell).  Both only hand work to an
 :class:`UpdatePump`: ``put`` queues an update and ``submit`` queues a request, each O(1).  The pump's thread
 applies queued updates in batches, at most one batch per ``min_gap`` seconds (a burst of reports costs one
 render), runs requests as soon as they come (they may talk QMP, which is why they run here), and calls ``tick``
@@ -16,7 +18,7 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-log = logging.getLogger("balloonlab.widgets")
+log = logging.getLogger("balloonlab")
 
 
 class UpdatePump:
@@ -31,7 +33,7 @@ class UpdatePump:
         min_gap: float = 0.1,
         tick_every: float = 1.0,
         max_pending: int = 8192,
-        name: str = "balloonlab-panel",
+        name: str = "balloonlab-pump",
         start: bool = True,
     ) -> None:
         self._apply = apply
@@ -65,7 +67,7 @@ class UpdatePump:
     def put(self, item: Any) -> None:
         """Queue an update (cheap, never blocks for long: safe on the lab's event-loop thread)."""
         with self._cond:
-            if self._stopping:  # a callback already on its way when the panel closed
+            if self._stopping:  # a callback already on its way when the view closed
                 return
             self._items.append(item)
             self._cond.notify()
@@ -106,6 +108,9 @@ class UpdatePump:
         while True:
             with self._cond:
                 while not (self._stopping or self._items or self._actions):
+                    if self._tick is None:  # nothing to tick: sleep until there is work
+                        self._cond.wait()
+                        continue
                     remaining = next_tick - time.monotonic()
                     if remaining <= 0:
                         break
@@ -146,13 +151,13 @@ class UpdatePump:
                     self._cond.notify_all()
 
     def _guard(self, fn: Callable[[], None]) -> None:
-        # Nothing may kill the thread: a panel that stops updating silently is worse than one that says why.
+        # Nothing may kill the thread: a view that stops updating silently is worse than one that says why.
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - reported, never raised into a thread that would die of it
-            log.exception("balloonlab panel update failed")
+            log.exception("balloonlab: a live view update failed")
             if self._on_error is not None:
                 try:
                     self._on_error(exc)
                 except Exception:  # noqa: BLE001
-                    log.exception("balloonlab panel error handler failed")
+                    log.exception("balloonlab: a live view's error handler failed")
