@@ -121,9 +121,11 @@ def _decode(value: _Any) -> int | None:
     return int(value)
 
 
-def _human(info: StatInfo | None, value: int | None) -> str:
+def format_stat(key: str, value: int | None) -> str:
+    """A stat's value for people, in its unit: ``"438.5 MiB"`` for bytes, ``"1,234"`` for counts, ``"unset"``."""
     if value is None:
         return "unset"
+    info = BY_KEY.get(key)
     if info is not None and info.unit == "bytes":
         return _format_size(value)
     return f"{value:,}"
@@ -241,7 +243,7 @@ class GuestStats(_Mapping):
             if value is None:
                 wire = self._raw["stats"].get("stat-" + key, self._raw["stats"].get(key))
                 shown = f"unset ({wire})"
-            rows.append((key, shown, info.unit if info else "", _human(info, value), info.meaning if info else ""))
+            rows.append((key, shown, info.unit if info else "", format_stat(key, value), info.meaning if info else ""))
         return rows
 
     def _when(self) -> str:

@@ -16,18 +16,11 @@ import ipywidgets as widgets
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Unicode, observe
 
-from ..stats import BY_KEY, STATS, UNSET
-from ..units import format_duration, format_size
+from ..stats import BY_KEY, STATS, UNSET, format_stat
+from ..units import format_duration
 from ._html import SEVERITY_COLOUR, esc, set_if_changed
 
 _ORDER = {s.key: i for i, s in enumerate(STATS)}  # tag order reads better than QEMU's hash order
-
-
-def _human(key: str, value: int) -> str:
-    info = BY_KEY.get(key)
-    if info is not None and info.unit == "bytes":
-        return format_size(value)
-    return f"{value:,}"
 
 
 def _change(key: str, value: int | None, before: int | None) -> str:
@@ -37,7 +30,7 @@ def _change(key: str, value: int | None, before: int | None) -> str:
     if delta == 0:
         return "<span class='muted'>=</span>"
     sign, css = ("+", "up") if delta > 0 else ("\u2212", "down")
-    return f"<span class='{css}'>{sign}{_human(key, abs(delta))}</span>"
+    return f"<span class='{css}'>{sign}{format_stat(key, abs(delta))}</span>"
 
 
 def _wire_value(stats: Any, key: str) -> Any:
@@ -120,7 +113,7 @@ class StatsTable(widgets.HTML):
                 rows.append(f"{cells.unset_head}<td class='mono'>{esc(str(_wire_value(stats, key)))}</td>"
                             f"{cells.unit}<td>unset</td><td></td>{meaning}</tr>")
             else:
-                rows.append(f"{cells.head}<td class='mono'>{value}</td>{cells.unit}<td>{_human(key, value)}</td>"
+                rows.append(f"{cells.head}<td class='mono'>{value}</td>{cells.unit}<td>{format_stat(key, value)}</td>"
                             f"<td>{_change(key, value, before.get(key))}</td>{meaning}</tr>")
         return "<table class='balloonlab-stats-table'>" + "".join(rows) + "</table>"
 
