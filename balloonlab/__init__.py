@@ -21,15 +21,16 @@ from .errors import *  # noqa: F401,F403  (every exception class is public API)
 
 __version__ = "0.1.0"
 
+#: Public names imported on first use: name -> (module, attribute).
 _LAZY = {
-    "Balloon": ("balloonlab.balloon", "Balloon"),
-    "emulate": ("balloonlab.balloon", "emulate"),
-    "connect": ("balloonlab.balloon", "connect"),
-    "launch": ("balloonlab.balloon", "launch"),
+    "emulate": ("balloonlab.client.balloon", "emulate"),
+    "connect": ("balloonlab.client.balloon", "connect"),
+    "launch": ("balloonlab.client.balloon", "launch"),
+    "Balloon": ("balloonlab.client.balloon", "Balloon"),
     "GuestStats": ("balloonlab.stats", "GuestStats"),
-    "LabUpdate": ("balloonlab.client", "LabUpdate"),
-    "VirtioState": ("balloonlab.balloon", "VirtioState"),
     "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
+    "LabUpdate": ("balloonlab.client.updates", "LabUpdate"),
+    "VirtioState": ("balloonlab.client.balloon", "VirtioState"),
 }
 
 
@@ -43,6 +44,11 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module_name), attr)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, so tab completion offers ``balloonlab.emulate`` before it was first used."""
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -59,15 +65,16 @@ def unload_ipython_extension(ipython: Any) -> None:
     unload(ipython)
 
 
+# Ordered by importance: the three ways to get a lab, the lab, what it returns, the widget, then the rest.
 __all__ = [
-    "Balloon",
-    "BalloonPanel",
-    "GuestStats",
-    "LabUpdate",
-    "VirtioState",
     "emulate",
     "connect",
     "launch",
+    "Balloon",
+    "GuestStats",
+    "BalloonPanel",
+    "LabUpdate",
+    "VirtioState",
     "load_ipython_extension",
     "unload_ipython_extension",
     *_errors.__all__,

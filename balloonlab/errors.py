@@ -1,10 +1,30 @@
-"""The exceptions balloonlab raises.
+"""The exceptions balloonlab raises: one tree, rooted at :class:`BalloonError`.
 
-Every error derives from :class:`BalloonError`, so ``except balloonlab.BalloonError`` catches all of ours and
-nothing else.  The messages are written for the person at the notebook: they say what happened and what to do.
+``except balloonlab.BalloonError`` catches every error of ours and nothing else.  Each class ends in ``Error``;
+a few older names stay as aliases (``BalloonDisconnected`` is :class:`BalloonDisconnectedError`).  The messages are
+written for the person at the notebook: they say what happened and what to do.
 
-:class:`QMPError` is one class on both sides of the wire: the emulator raises it to answer a command with
-``{"error": {"class": ..., "desc": ...}}``, and the client raises it when QEMU (real or emulated) answers so.
+How this tree meets ``qemu.qmp``'s: there ``qemu.qmp.QMPError`` is the root of everything the protocol library
+raises, and ``qemu.qmp.ExecuteError`` is QEMU's error reply.  Here :class:`QMPError` means only the latter, the
+``{"error": {"class": ..., "desc": ...}}`` answer of QEMU (real or emulated).  A lost or refused connection, which
+``qemu.qmp`` reports as ``ConnectError``, ``StateError`` or ``EOFError``, becomes :class:`BalloonDisconnectedError`.
+No ``qemu.qmp`` exception escapes a balloonlab call.
+
+::
+
+    BalloonError
+    +-- QMPError                    QEMU answered a command with an error (class and desc verbatim)
+    +-- BalloonDisconnectedError    the QMP connection is gone
+    +-- NoBalloonDeviceError        the VM has no virtio-balloon device
+    +-- VirtualClockRequiredError   advance() needs an emulated lab on the virtual clock
+    +-- UnsupportedBackendError     the operation needs another kind of lab
+    +-- InvalidValueError           a value balloonlab refuses before anything is sent (also a ValueError)
+    +-- QMPTextError                a %%qmp cell that is not QMP (also a ValueError)
+    +-- EmulatorOptionError         balloonlab emulate / emulate() options
+    +-- LaunchError                 a live QEMU could not be booted
+    +-- GuestImageError             the tiny guest image could not be built or found
+    +-- GuestExecError              a command in a live guest failed
+    +-- JupyterLabError             balloonlab lab cannot start JupyterLab
 """
 
 from __future__ import annotations
@@ -19,10 +39,11 @@ class BalloonError(Exception):
 
 
 class QMPError(BalloonError):
-    """QEMU answered a command with an error.
+    """QEMU answered a command with an error (``qemu.qmp`` calls this ``ExecuteError``).
 
     ``error_class`` and ``desc`` are exactly what QEMU put on the wire (for example ``"GenericError"`` and
-    ``"timer value must be greater than zero"``).
+    ``"timer value must be greater than zero"``).  The emulator raises the same class to answer with an error, so
+    one class describes the reply on both sides of the wire.
     """
 
     def __init__(self, error_class: str, desc: str, command: str | None = None) -> None:
@@ -31,29 +52,47 @@ class QMPError(BalloonError):
         self.desc = desc
         self.command = command
 
-    def to_wire(self) -> dict:
+    def to_wire(self) -> dict[str, str]:
         """The ``error`` member of a QMP reply, as QEMU words it."""
         return {"class": self.error_class, "desc": self.desc}
 
 
-class BalloonDisconnected(BalloonError):
+class BalloonDisconnectedError(BalloonError):
     """The QMP connection is gone: QEMU (or the emulator) exited, or its socket disappeared.
 
     Call ``lab.reconnect()`` once QEMU is back, or start a new lab.
     """
 
 
-class NoBalloonDevice(BalloonError):
+class NoBalloonDeviceError(BalloonError):
     """The VM has no virtio-balloon device (add ``-device virtio-balloon-pci`` to its command line)."""
 
 
-class VirtualClockRequired(BalloonError):
+class VirtualClockRequiredError(BalloonError):
     """``advance()`` only works on an emulated lab started with ``clock="virtual"``."""
 
 
-class UnsupportedBackend(BalloonError):
+class UnsupportedBackendError(BalloonError):
     """The operation needs another kind of lab (``trace``/``guest``: an emulated one; ``guest_exec``: a launched
     live VM)."""
+
+
+class InvalidValueError(BalloonError, ValueError):
+    """A size, duration or interval that balloonlab refuses before sending anything (``"512 bytes: did you mean
+    '512M'?"``).  Also a ``ValueError``, so code that catches that keeps working."""
+
+
+class QMPTextError(BalloonError, ValueError):
+    """A ``%%qmp`` cell that is not QMP balloonlab can send.  ``line`` is 1-based (counted from ``first_line``)."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.reason = message
+
+
+class EmulatorOptionError(BalloonError):
+    """``balloonlab emulate`` was given an option it does not know, or a value it cannot use."""
 
 
 class LaunchError(BalloonError):
@@ -76,19 +115,32 @@ class GuestExecError(BalloonError):
         self.output = output
 
 
-class EmulatorOptionError(BalloonError):
-    """``balloonlab emulate`` was given an option it does not know, or a value it cannot use."""
+class JupyterLabError(BalloonError):
+    """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
 
+
+# Older names, kept so existing notebooks and scripts keep working.
+BalloonDisconnected = BalloonDisconnectedError
+NoBalloonDevice = NoBalloonDeviceError
+VirtualClockRequired = VirtualClockRequiredError
+UnsupportedBackend = UnsupportedBackendError
 
 __all__ = [
     "BalloonError",
     "QMPError",
+    "BalloonDisconnectedError",
+    "NoBalloonDeviceError",
+    "VirtualClockRequiredError",
+    "UnsupportedBackendError",
+    "InvalidValueError",
+    "QMPTextError",
+    "EmulatorOptionError",
+    "LaunchError",
+    "GuestImageError",
+    "GuestExecError",
+    "JupyterLabError",
     "BalloonDisconnected",
     "NoBalloonDevice",
     "VirtualClockRequired",
     "UnsupportedBackend",
-    "LaunchError",
-    "GuestImageError",
-    "GuestExecError",
-    "EmulatorOptionError",
 ]

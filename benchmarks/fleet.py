@@ -3,7 +3,7 @@
 Figure: CPU share of one core = process CPU seconds (``time.process_time``: the emulators and the clients all
 run on balloonlab's one background thread) / wall seconds, over a window in which the main thread only sleeps.
 Measured at N = 10 and 100, without a subscriber (nobody watches: the labs' clients stay idle and only the
-emulated devices and guests work) and with one no-op subscriber per lab (each lab's watcher then reads
+emulated devices and guests work) and with one no-op subscriber per lab (each lab's follower then reads
 ``guest-stats`` every 0.5 s and the interval every 2 s).  Windows of the two modes alternate; the figure is the
 median.  Baseline, in the same rounds: the same process with the fleet closed (the idle background loop).
 Goal: N = 100 under 10 % (without a subscriber).
@@ -38,7 +38,7 @@ def _fleet(n: int, rounds: int, window: float) -> dict[str, float]:
             for mode in (("idle", "subscribed") if r % 2 == 0 else ("subscribed", "idle")):
                 if mode == "subscribed":
                     unsubs = [lab.subscribe(lambda update: None) for lab in labs]
-                    time.sleep(0.5)  # watchers started
+                    time.sleep(0.5)  # followers started
                 got[mode].append(_share(window))
                 for unsub in unsubs:
                     unsub()
@@ -63,7 +63,7 @@ def run(quick: bool = False) -> list[Result]:
         results.append(Result(f"fleet_{n}_cpu_percent", round(idle, 2), "% of one core", goal,
                               check(idle, "<", 10) if goal else None, {}, "no subscriber"))
         results.append(Result(f"fleet_{n}_subscribed_cpu_percent", round(sub, 2), "% of one core", None, None, {},
-                              "one no-op subscriber per lab (watchers poll)"))
+                              "one no-op subscriber per lab (followers poll)"))
     results.append(Result("fleet_baseline_cpu_percent", round(median(baseline) * 100, 2), "% of one core", None,
                           None, {}, "same process, no labs open"))
     return results

@@ -42,7 +42,7 @@ def reports(n: int, start: int = 1_795_667_711, seed: int = 7):
 
 def panel_update(quick: bool) -> Result:
     import balloonlab
-    from balloonlab.client import LabUpdate
+    from balloonlab.client.updates import LabUpdate
     from balloonlab.widgets import BalloonPanel
 
     n = 60 if quick else 400
@@ -65,7 +65,7 @@ def panel_update(quick: bool) -> Result:
 
 
 def history_memory(quick: bool) -> Result:
-    from balloonlab.history import History
+    from balloonlab.client.history import History
 
     n = 86_400
     samples = list(reports(n))  # built before tracing: they are the lab's, not the history's

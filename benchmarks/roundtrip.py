@@ -122,7 +122,7 @@ def run(quick: bool = False) -> list[Result]:
         try:
             for side in ("qemu", "emulator"):  # warm up every path once
                 _raw_batch(raw[side], 20), aq[side].batch(20), _lab_batch(labs[side], 20)
-            from balloonlab import _loop
+            from balloonlab.client import loop as _loop
 
             async def nothing() -> None:
                 return None

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 
-from balloonlab import _loop
+from balloonlab.client import loop as _loop
 
 T = TypeVar("T")
 

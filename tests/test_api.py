@@ -16,9 +16,9 @@ import sys
 import pytest
 
 import balloonlab
-from balloonlab import _loop
-from balloonlab.errors import (BalloonDisconnected, EmulatorOptionError, QMPError, UnsupportedBackend,
-                               VirtualClockRequired)
+from balloonlab.client import loop as _loop
+from balloonlab.errors import (BalloonDisconnectedError, EmulatorOptionError, QMPError, UnsupportedBackendError,
+                               VirtualClockRequiredError)
 from balloonlab.stats import GuestStats
 from tests.helpers import clean_loop, process_gone, wait_until  # noqa: F401  (clean_loop: autouse fixture)
 
@@ -134,7 +134,7 @@ def test_subscribe_history_and_updates(fresh):
     start = len(lab.history)
     unsubscribe = lab.subscribe(updates.append)
     try:
-        assert wait_until(lambda: lab.watching, 10)
+        assert wait_until(lambda: lab.following, 10)
         lab.polling_interval = 1
         assert wait_until(lambda: sum(u.kind == "stats" for u in updates) >= 2, 20)
         assert wait_until(lambda: len(lab.history) >= start + 2, 10)
@@ -144,7 +144,7 @@ def test_subscribe_history_and_updates(fresh):
         assert row["free-memory"] is not None
     finally:
         unsubscribe()
-    assert wait_until(lambda: not lab.watching, 10)
+    assert wait_until(lambda: not lab.following, 10)
     grown = len(lab.history)
     lab.stats()
     assert len(lab.history) == grown  # nobody watches: nothing recorded
@@ -169,7 +169,7 @@ def test_raw_qmp(fresh):
 
 
 def test_advance_needs_a_virtual_clock(fresh):
-    with pytest.raises(VirtualClockRequired, match="clock='virtual'"):
+    with pytest.raises(VirtualClockRequiredError, match="clock='virtual'"):
         fresh.advance("10s")
 
 
@@ -178,14 +178,14 @@ def test_backend_specific_helpers(fresh):
     if lab.backend == "emulated":
         trace = lab.trace()
         assert {"next", "holder", "exchanges"} <= set(trace)
-        assert isinstance(lab.emulator_status()["devices"], list)
-        with pytest.raises(UnsupportedBackend, match="launch"):
+        assert isinstance(lab.emulator_state()["devices"], list)
+        with pytest.raises(UnsupportedBackendError, match="launch"):
             lab.guest_exec("true")
     else:
         assert lab.guest_exec("echo balloon").strip() == "balloon"
-        with pytest.raises(UnsupportedBackend, match="emulate"):
+        with pytest.raises(UnsupportedBackendError, match="emulate"):
             lab.trace()
-        with pytest.raises(UnsupportedBackend):
+        with pytest.raises(UnsupportedBackendError):
             lab.guest("idle")
 
 
@@ -215,14 +215,14 @@ def test_killed_backend_during_a_subscription(doomed):
     lab, kill = doomed
     updates = []
     lab.subscribe(updates.append)
-    assert wait_until(lambda: lab.watching, 10)
+    assert wait_until(lambda: lab.following, 10)
     kill()
     assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), 10)
-    with pytest.raises(BalloonDisconnected, match="reconnect"):
+    with pytest.raises(BalloonDisconnectedError, match="reconnect"):
         lab.stats()
-    with pytest.raises(BalloonDisconnected):
+    with pytest.raises(BalloonDisconnectedError):
         lab.set_target("256M")
-    assert wait_until(lambda: not lab.watching, 10)
+    assert wait_until(lambda: not lab.following, 10)
 
 
 def test_close_leaves_nothing_behind(doomed):
@@ -239,7 +239,7 @@ def test_close_leaves_nothing_behind(doomed):
     assert not os.path.exists(socket_path)
     if pid is not None:
         assert wait_until(lambda: process_gone(pid), 10)
-    with pytest.raises(BalloonDisconnected, match="closed"):
+    with pytest.raises(BalloonDisconnectedError, match="closed"):
         lab.polling_interval
 
 
@@ -342,7 +342,7 @@ def test_advance_replays_every_report_into_history_and_subscribers(interval, dur
 @pytest.fixture
 def external_emulator(tmp_path):
     """`balloonlab emulate` as a separate process; start()/kill() as often as a test likes."""
-    pytest.importorskip("balloonlab.emulator.options", reason="`balloonlab emulate` is not in this tree yet")
+    pytest.importorskip("balloonlab.cli.emulate", reason="`balloonlab emulate` is not in this tree yet")
     sock = str(tmp_path / "qmp.sock")
     procs: list[subprocess.Popen] = []
 
@@ -377,7 +377,7 @@ def test_reconnect_to_a_restarted_external_emulator(external_emulator):
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), 10)
-        with pytest.raises(BalloonDisconnected):
+        with pytest.raises(BalloonDisconnectedError):
             lab.stats()
         if os.path.exists(sock):
             os.unlink(sock)  # a killed server leaves its socket file behind, as QEMU does
@@ -385,7 +385,7 @@ def test_reconnect_to_a_restarted_external_emulator(external_emulator):
         lab.reconnect()
         assert lab.connected and lab.device_path == "/machine/peripheral/balloon0"
         assert lab.polling_interval == 0  # a new process: the period is lost (spec C)
-        assert wait_until(lambda: lab.watching, 10)  # the subscription carried over
+        assert wait_until(lambda: lab.following, 10)  # the subscription carried over
         lab.polling_interval = 1
         assert wait_until(lambda: any(u.kind == "interval" and u.interval == 1 for u in updates[-5:]), 10)
 
@@ -398,7 +398,7 @@ def test_advance_an_external_emulator_on_a_virtual_clock(external_emulator):
         first = lab.stats().last_update_seconds
         lab.advance("30s")
         assert 20 <= lab.stats().last_update_seconds - first <= 30
-        with pytest.raises(UnsupportedBackend):
+        with pytest.raises(UnsupportedBackendError):
             lab.guest_exec("true")
 
 
@@ -422,12 +422,12 @@ def test_a_fleet_of_unwatched_labs_runs_no_watchers():
     try:
         for lab in labs:
             lab.polling_interval = 1
-        assert not any(lab.watching for lab in labs)
+        assert not any(lab.following for lab in labs)
         unsubscribe = labs[0].subscribe(lambda u: None)
-        assert wait_until(lambda: labs[0].watching, 10)
-        assert not any(lab.watching for lab in labs[1:])
+        assert wait_until(lambda: labs[0].following, 10)
+        assert not any(lab.following for lab in labs[1:])
         unsubscribe()
-        assert wait_until(lambda: not labs[0].watching, 10)
+        assert wait_until(lambda: not labs[0].following, 10)
     finally:
         for lab in labs:
             lab.close()

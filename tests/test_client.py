@@ -13,14 +13,14 @@ import threading
 import pytest
 
 import balloonlab
-from balloonlab.errors import BalloonDisconnected, NoBalloonDevice, QMPError
+from balloonlab.errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError
 from tests.helpers import clean_loop, process_gone, wait_until  # noqa: F401  (clean_loop: autouse fixture)
 
 pytestmark = pytest.mark.qemu
 
 
 def test_connect_to_nothing_says_what_to_check(tmp_path):
-    with pytest.raises(BalloonDisconnected, match="server=on,wait=off"):
+    with pytest.raises(BalloonDisconnectedError, match="server=on,wait=off"):
         balloonlab.connect(str(tmp_path / "nope.sock"))
 
 
@@ -37,13 +37,13 @@ def test_discovery_with_and_without_id(start_vm):
 
 def test_no_balloon_device_says_how_to_add_one(start_vm):
     vm = start_vm(guest=False, paused=True, balloon_id=None)
-    with pytest.raises(NoBalloonDevice, match="-device virtio-balloon-pci"):
+    with pytest.raises(NoBalloonDeviceError, match="-device virtio-balloon-pci"):
         balloonlab.connect(vm.qmp_socket)
 
 
 def test_explicit_device_path_is_checked(start_vm):
     vm = start_vm(guest=False, paused=True)
-    with pytest.raises(NoBalloonDevice, match="not a virtio-balloon"):
+    with pytest.raises(NoBalloonDeviceError, match="not a virtio-balloon"):
         balloonlab.connect(vm.qmp_socket, device_path="/machine/peripheral-anon")
     with balloonlab.connect(vm.qmp_socket, device_path="/machine/peripheral/balloon0") as lab:
         assert lab.devices == ["/machine/peripheral/balloon0"]
@@ -91,7 +91,7 @@ def test_events_reach_subscribers_on_the_background_thread(start_vm):
             threads.add(threading.current_thread().name)
 
         unsubscribe = lab.subscribe(callback)
-        assert wait_until(lambda: lab.watching, 10)
+        assert wait_until(lambda: lab.following, 10)
         lab.qmp("cont")
         lab.qmp("stop")
         assert wait_until(lambda: [u.event["event"] for u in got if u.kind == "event"] == ["RESUME", "STOP"], 10)
@@ -100,7 +100,7 @@ def test_events_reach_subscribers_on_the_background_thread(start_vm):
         assert threads == {"balloonlab-loop"}
         unsubscribe()
         unsubscribe()  # idempotent
-        assert wait_until(lambda: not lab.watching, 10)
+        assert wait_until(lambda: not lab.following, 10)
 
 
 def test_sigkill_gives_disconnected_update_then_error(start_vm):
@@ -114,17 +114,17 @@ def test_sigkill_gives_disconnected_update_then_error(start_vm):
         gone = [u for u in updates if u.kind == "disconnected"]
         assert len(gone) == 1 and "reconnect" in gone[0].error
         assert not lab.connected
-        with pytest.raises(BalloonDisconnected, match="lost the QMP connection"):
+        with pytest.raises(BalloonDisconnectedError, match="lost the QMP connection"):
             lab.stats()
-        with pytest.raises(BalloonDisconnected):
+        with pytest.raises(BalloonDisconnectedError):
             lab.polling_interval = 2
-        with pytest.raises(BalloonDisconnected):
+        with pytest.raises(BalloonDisconnectedError):
             lab.reconnect(timeout=1)
-        assert wait_until(lambda: not lab.watching, 10)
+        assert wait_until(lambda: not lab.following, 10)
     finally:
         lab.close()
     lab.close()
-    with pytest.raises(BalloonDisconnected, match="closed"):
+    with pytest.raises(BalloonDisconnectedError, match="closed"):
         lab.stats()
     assert wait_until(lambda: process_gone(vm.pid), 10)
 
@@ -132,11 +132,11 @@ def test_sigkill_gives_disconnected_update_then_error(start_vm):
 def test_history_records_while_enabled(start_vm):
     vm = start_vm(guest=False)
     with balloonlab.connect(vm.qmp_socket, history=True) as lab:
-        assert wait_until(lambda: lab.watching, 10)
+        assert wait_until(lambda: lab.following, 10)
         assert wait_until(lambda: len(lab.history) >= 1, 10)
         lab.set_target("64M")
         lab.history.enabled = False
-        assert wait_until(lambda: not lab.watching, 10)
+        assert wait_until(lambda: not lab.following, 10)
         row = lab.history.rows()[0]
         assert row["actual"] == lab.ram_size == 512 << 20 and row["interval"] == 0
 
@@ -149,7 +149,7 @@ def test_a_socket_held_by_another_client_fails_with_advice(start_vm):
     try:
         holder.connect(vm.qmp_socket)
         assert holder.recv(4096).startswith(b'{"QMP"')  # QEMU greets its one client...
-        with pytest.raises(BalloonDisconnected, match="nobody else"):  # ...and keeps the next one waiting
+        with pytest.raises(BalloonDisconnectedError, match="nobody else"):  # ...and keeps the next one waiting
             balloonlab.connect(vm.qmp_socket, timeout=1)
     finally:
         holder.close()

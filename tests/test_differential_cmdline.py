@@ -26,8 +26,8 @@ LEGACY = ["-m", "512", "-nodefaults", "-display", "none", "-balloon", "virtio", 
 @pytest.fixture(scope="module", autouse=True)
 def _available():
     reason = missing(VMSpec())
-    if reason is None and importlib.util.find_spec("balloonlab.emulator.options") is None:
-        reason = "`balloonlab emulate` (balloonlab/emulator/options.py) is not available"
+    if reason is None and importlib.util.find_spec("balloonlab.cli.emulate") is None:
+        reason = "`balloonlab emulate` (balloonlab/cli/emulate.py) is not available"
     if reason:
         pytest.skip(reason)
 

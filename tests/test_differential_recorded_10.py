@@ -18,8 +18,8 @@ from tests.differential import conversations as C
 from tests.differential.conversation import Conversation, Poll, run_conversation
 from tests.differential.targets import EmulatedQEMU, VMSpec
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("balloonlab.emulator.options") is None,
-                                reason="`balloonlab emulate` (balloonlab/emulator/options.py) is not available")
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("balloonlab.cli.emulate") is None,
+                                reason="`balloonlab emulate` (balloonlab/cli/emulate.py) is not available")
 
 #: Recorded from real QEMU 10.0 (spec A2).
 GREETING_10 = {"QMP": {"version": {"qemu": {"micro": 13, "minor": 0, "major": 10},

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from balloonlab.doctor import Diagnosis, diagnose, stale_after
+from balloonlab.client.doctor import Diagnosis, diagnose, stale_after
 from balloonlab.stats import UNSET, WIRE_ORDER_10, WIRE_ORDER_16, GuestStats
 
 NOW = 1_764_130_000
@@ -68,8 +68,8 @@ def test_an_old_driver_is_partial_and_says_what_used_memory_loses():
 def test_messages_say_what_to_do():
     assert "modprobe virtio_balloon" in diagnose(NEVER, 2, now=NOW).message
     assert "Balloon service" in diagnose(NEVER, 2, now=NOW).message
-    assert "cont" in diagnose(NEVER, 2, now=NOW, running=False, status="prelaunch").message
-    assert "prelaunch" in diagnose(NEVER, 2, now=NOW, running=False, status="prelaunch").message
+    assert "cont" in diagnose(NEVER, 2, now=NOW, running=False, run_state="prelaunch").message
+    assert "prelaunch" in diagnose(NEVER, 2, now=NOW, running=False, run_state="prelaunch").message
     assert "lab.polling_interval" in diagnose(NEVER, 0, now=NOW).message
     assert "re-arms" in diagnose(sample(NOW - 60), 2, now=NOW).message
 

@@ -15,7 +15,7 @@ import pytest
 from qemu.qmp import QMPClient
 
 from balloonlab.emulator.config import BalloonSpec
-from balloonlab.emulator.options import main, parse_args
+from balloonlab.cli.emulate import main, parse_args
 from balloonlab.errors import EmulatorOptionError
 from tests.helpers import wait_until
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from balloonlab.emulator.clock import HOST, NS, VM, Clock
-from balloonlab.errors import VirtualClockRequired
+from balloonlab.errors import VirtualClockRequiredError
 
 
 def test_advance_runs_due_timers_in_time_order():
@@ -74,7 +74,7 @@ def test_wall_time_of_virtual_clock_follows_host_time():
 
 
 def test_advance_on_real_clock_raises():
-    with pytest.raises(VirtualClockRequired):
+    with pytest.raises(VirtualClockRequiredError):
         Clock("real").advance(1)
     with pytest.raises(ValueError):
         Clock("virtual").advance(-1)

@@ -16,7 +16,7 @@ import pytest
 from balloonlab.emulator.clock import Clock
 from balloonlab.emulator.config import BalloonSpec, MachineConfig
 from balloonlab.emulator.machine import Machine
-from balloonlab.emulator.options import parse_device
+from balloonlab.cli.emulate import parse_device
 from balloonlab.emulator.virtio import FEATURES, feature_names
 from balloonlab.errors import QMPError
 

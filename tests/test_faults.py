@@ -3,7 +3,7 @@
 The faults: QEMU or `balloonlab emulate` SIGKILLed mid-watch (and the emulator restarted on the same socket), a
 server frozen with SIGSTOP, the QMP socket file removed, a guest that stops answering (and the buggy guest), a VM
 paused for a (virtual) day.  Each test breaks something under a connected lab and checks three things: a clear
-report (a "disconnected" update, a BalloonDisconnected that names the socket and says what to do, a doctor
+report (a "disconnected" update, a BalloonDisconnectedError that names the socket and says what to do, a doctor
 verdict), no hang and no exception in any event loop (balloonlab's background loop records every exception its
 handler sees, and the ``no_loop_errors`` fixture fails the test on a new one or on an ERROR logged by balloonlab
 itself), and a way back (reconnect, cont, start-answering, a reset) or a clean close that leaves no process and no
@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import balloonlab
-from balloonlab import _loop
-from balloonlab.errors import BalloonDisconnected
+from balloonlab.client import loop as _loop
+from balloonlab.errors import BalloonDisconnectedError
 from tests.fixtures.qemu import process_gone, wait_until
 
 #: Generous bound for "noticed at once" waits (a loaded CI machine); no test asserts on elapsed time.
@@ -60,10 +60,10 @@ def kinds(updates: list, kind: str) -> list:
     return [u for u in list(updates) if u.kind == kind]
 
 
-def assert_lost_connection(call: Callable[[], Any], socket_path: str) -> BalloonDisconnected:
-    """``call`` raises BalloonDisconnected because the connection is gone -- not because a command timed out
+def assert_lost_connection(call: Callable[[], Any], socket_path: str) -> BalloonDisconnectedError:
+    """``call`` raises BalloonDisconnectedError because the connection is gone -- not because a command timed out
     (the labs here have a 30 s command timeout, so a hang would show as the other message)."""
-    with pytest.raises(BalloonDisconnected) as info:
+    with pytest.raises(BalloonDisconnectedError) as info:
         call()
     text = str(info.value)
     assert "did not answer" not in text and "no answer" not in text, text
@@ -159,8 +159,8 @@ def test_emulator_killed_mid_watch_then_restarted_on_the_same_socket(external_em
         assert not lab.connected
         assert_lost_connection(lab.stats, emu.socket_path)
         assert_lost_connection(lambda: setattr(lab, "polling_interval", 2), emu.socket_path)
-        assert wait_until(lambda: not lab.watching, NOTICE)
-        with pytest.raises(BalloonDisconnected, match="cannot connect"):
+        assert wait_until(lambda: not lab.following, NOTICE)
+        with pytest.raises(BalloonDisconnectedError, match="cannot connect"):
             lab.reconnect(timeout=2)  # nobody listens on the stale socket yet
 
         # The way back: a new emulator on the same path (it replaces the stale socket), then reconnect().
@@ -203,7 +203,7 @@ def test_emulator_frozen_with_sigstop_then_thawed(external_emulator):
     with balloonlab.connect(emu.socket_path, timeout=1) as lab:
         os.kill(emu.proc.pid, signal.SIGSTOP)
         try:
-            with pytest.raises(BalloonDisconnected, match="did not answer 'qom-get'"):
+            with pytest.raises(BalloonDisconnectedError, match="did not answer 'qom-get'"):
                 lab.stats()
         finally:
             os.kill(emu.proc.pid, signal.SIGCONT)
@@ -228,7 +228,7 @@ def test_live_updates_survive_a_server_that_was_frozen_for_longer_than_the_timeo
             os.kill(emu.proc.pid, signal.SIGCONT)
         seen = len(kinds(updates, "stats"))
         assert wait_until(lambda: len(kinds(updates, "stats")) > seen, 10), "live updates stopped for good"
-        assert lab.watching and lab.connected and not kinds(updates, "disconnected")
+        assert lab.following and lab.connected and not kinds(updates, "disconnected")
 
 
 # -- the QMP socket file removed under a connected lab -------------------------------------------------------------
@@ -241,7 +241,7 @@ def check_socket_removed(lab: Any) -> None:
     assert lab.polling_interval == 3
     assert lab.doctor().verdict
     # A reconnect needs the path; it fails with a message naming it, and keeps the connection that still works.
-    with pytest.raises(BalloonDisconnected) as info:
+    with pytest.raises(BalloonDisconnectedError) as info:
         lab.reconnect(timeout=2)
     assert path in str(info.value) and "cannot connect" in str(info.value)
     assert "connection is kept" in str(info.value)
@@ -287,7 +287,7 @@ def test_qemu_sigkilled_mid_watch(guest_image):
         assert len(kinds(updates, "disconnected")) == 1
         assert_lost_connection(lab.stats, socket_path)
         assert_lost_connection(lab.doctor, socket_path)
-        with pytest.raises(BalloonDisconnected):
+        with pytest.raises(BalloonDisconnectedError):
             lab.reconnect(timeout=1)
     finally:
         lab.close()

@@ -35,7 +35,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from balloonlab import _loop
+from balloonlab.client import loop as _loop
 from balloonlab.emulator import Emulator
 from balloonlab.emulator.config import BalloonSpec, MachineConfig
 from tests.differential.wire import RawQMP

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from balloonlab.history import CHUNK, History
+from balloonlab.client.history import CHUNK, History
 from balloonlab.stats import UNSET, WIRE_ORDER_16, GuestStats
 
 T0 = 1_764_000_000.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from balloonlab import lab
+from balloonlab.cli import jupyter as lab
 from tests.fixtures.jupyter import ProcessId, child_pids, free_port, stop_process
 from tests.helpers import wait_for
 
@@ -25,7 +25,7 @@ def test_workdir_is_ours_everything_else_is_jupyterlabs() -> None:
         Path("/x"), ["--no-browser", "--port", "8890"])
     assert lab.split_args(["--workdir=/y"]) == (Path("/y"), [])
     assert lab.split_args(["--port=1"]) == (None, ["--port=1"])
-    with pytest.raises(lab.LabError, match="--workdir needs a directory"):
+    with pytest.raises(lab.JupyterLabError, match="--workdir needs a directory"):
         lab.split_args(["--workdir"])
 
 
@@ -79,7 +79,7 @@ def test_installed_copy_keeps_the_readers_edits(tmp_path: Path, monkeypatch: pyt
 def test_no_notebooks_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lab, "checkout_root", lambda: None)
     monkeypatch.setattr(lab, "shipped_notebooks", lambda: None)
-    with pytest.raises(lab.LabError, match="cannot find balloonlab's notebooks"):
+    with pytest.raises(lab.JupyterLabError, match="cannot find balloonlab's notebooks"):
         lab.find_notebook_home()
 
 
@@ -87,7 +87,7 @@ def test_without_jupyterlab_it_says_what_to_install() -> None:
     # A fresh interpreter in which "import jupyterlab" fails, as it does where the [lab] extra is not installed.
     code = (
         "import sys; sys.modules['jupyterlab'] = None\n"
-        "from balloonlab.lab import main\n"
+        "from balloonlab.cli.jupyter import main\n"
         "sys.exit(main(['--no-browser']))\n"
     )
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

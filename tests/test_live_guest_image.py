@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from balloonlab.errors import GuestImageError
+from balloonlab.cli import guest as guest_cli
 from balloonlab.live import guest_image as gi
 
 
@@ -153,14 +154,14 @@ def test_busybox_must_be_static() -> None:
 
 
 def test_guest_build_command(image, tmp_path, capsys) -> None:
-    assert gi.main(["build"]) == 0
+    assert guest_cli.main(["build"]) == 0
     out = capsys.readouterr().out
     assert f"kernel:  {image.kernel}" in out and f"initrd:  {image.initrd}" in out
-    assert gi.main(["path"]) == 0
+    assert guest_cli.main(["path"]) == 0
     assert str(image.kernel) in capsys.readouterr().out
-    assert gi.main(["path", "--cache-dir", str(tmp_path)]) == 1
+    assert guest_cli.main(["path", "--cache-dir", str(tmp_path)]) == 1
     assert "run: balloonlab guest build" in capsys.readouterr().err
-    assert gi.main(["build", "--kernel", str(tmp_path / "nope")]) == 1
+    assert guest_cli.main(["build", "--kernel", str(tmp_path / "nope")]) == 1
     assert "not readable" in capsys.readouterr().err
 
 

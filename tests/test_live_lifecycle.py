@@ -168,7 +168,7 @@ def test_balloonlab_launch_stops_at_ctrl_c_while_the_guest_boots(child, guest_im
 
 
 def test_launch_reports_a_bad_memory_size(capsys) -> None:
-    from balloonlab.live.launcher import main
+    from balloonlab.cli.launch import main
 
     assert main(["--no-guest", "-m", "12K"]) == 1
     assert "too little for the guest" in capsys.readouterr().err

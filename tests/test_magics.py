@@ -18,7 +18,7 @@ from IPython.utils.capture import capture_output
 from traitlets.config import Config
 
 import balloonlab
-from balloonlab import _loop
+from balloonlab.client import loop as _loop
 from balloonlab.magics.core import NO_LAB_HINT, BalloonMagics
 from balloonlab.magics.info import LabInfo
 from balloonlab.magics.subcommands import SUBCOMMANDS
@@ -475,12 +475,12 @@ def test_a_new_lab_closes_the_panels_of_the_lab_it_replaces(ip, lab):
 
 
 def test_watch_status_counts_refreshes_not_guest_reports():
-    from balloonlab.watch import StatsView
+    from balloonlab.magics.watch import StatsView
 
-    one = StatsView(None, interval=1, actual=None, reports=1, state="live").status()
+    one = StatsView(None, interval=1, actual=None, reports=1, state="live").headline()
     assert "refreshed 1 time since the watch started" in one
     assert "report" not in one and "update" not in one  # it cannot know how many reports the guest made
-    assert "refreshed 10 times" in StatsView(None, interval=1, actual=None, reports=10, state="live").status()
+    assert "refreshed 10 times" in StatsView(None, interval=1, actual=None, reports=10, state="live").headline()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -609,10 +609,10 @@ def test_a_dead_qemu_gives_one_line(ip, lab, capsys):
     for source in ("%balloon stats", "%balloon poll 2", "%%qmp\nquery-status"):
         wait_for(lambda: not lab.connected, "the client to notice QEMU is gone")
         result = ip.run_cell(source)
-        assert isinstance(result.error_in_exec, balloonlab.BalloonDisconnected), source
+        assert isinstance(result.error_in_exec, balloonlab.BalloonDisconnectedError), source
         captured = capsys.readouterr()
         text = (captured.out + captured.err).strip()
-        assert len(text.splitlines()) == 1 and text.startswith("BalloonDisconnected: "), text
+        assert len(text.splitlines()) == 1 and text.startswith("BalloonDisconnectedError: "), text
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -694,7 +694,7 @@ class ReportArrivesDuringTheReads:
 
 
 def test_a_report_that_arrives_while_the_watch_starts_is_not_lost(ip, vlab):
-    from balloonlab.watch import StatsWatch
+    from balloonlab.magics.watch import StatsWatch
 
     balloon(ip, "poll 1")
     already = vlab.subscribe(lambda update: None)  # the lab's watcher already runs (e.g. for a panel)

@@ -102,8 +102,8 @@ def test_bad_input_is_one_line_and_changes_nothing(executed):
 def test_a_dead_qemu_is_one_line(executed):
     assert json_values(stream(cell(executed, "quit"), "stdout"))[0] == {"return": {}}
     [error] = errors(cell(executed, "dead"))
-    assert error.ename == "BalloonDisconnected"
-    assert len(error.traceback) == 1 and error.traceback[0].startswith("BalloonDisconnected: ")
+    assert error.ename == "BalloonDisconnectedError"
+    assert len(error.traceback) == 1 and error.traceback[0].startswith("BalloonDisconnectedError: ")
 
 
 def test_unload_closes_the_lab(executed):

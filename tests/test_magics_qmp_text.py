@@ -1,4 +1,4 @@
-"""The ``%%qmp`` cell parser (balloonlab.qmp_text): QEMU's doc examples, transcripts, qmp-shell form, bad input."""
+"""The ``%%qmp`` cell parser (balloonlab.magics.qmp_text): QEMU's doc examples, transcripts, qmp-shell form, bad input."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from balloonlab.qmp_text import QMPCommand, QMPTextError, format_message, parse_qmp_text, parse_shell_command
+from balloonlab.magics.qmp_text import QMPCommand, QMPTextError, format_message, parse_qmp_text, parse_shell_command
 from tests.magics_doc_examples import DOC_PATH, RST_EXAMPLES, TXT_EXAMPLES
 
 EXPECTED_DOC_COMMANDS = [

@@ -15,7 +15,7 @@ import pytest
 from qemu.qmp import QMPClient
 
 import balloonlab
-from balloonlab import _loop
+from balloonlab.client import loop as _loop
 from balloonlab.stats import UNSET
 from balloonlab.widgets import BalloonPanel
 from tests.helpers import wait_for
@@ -294,13 +294,13 @@ def test_close_unsubscribes_and_closes_every_widget(make) -> None:
     parts = [panel, panel.interval_slider, panel.target_slider, panel.stats_table, panel.plot.figure,
              panel.plot.lines, panel.events, panel.virtqueue, panel.status_line]
     assert all(w.comm is not None for w in parts)
-    wait_for(lambda: lab.watching, "the lab's watcher to run for the panel")
+    wait_for(lambda: lab.following, "the lab's follower to run for the panel")
 
     panel.close()
 
     assert panel.closed and all(w.comm is None for w in parts)
-    # The panel was the only subscriber: with it gone the lab stops watching (nothing polls for nobody).
-    wait_for(lambda: not lab.watching, "the lab to stop watching once the panel unsubscribed")
+    # The panel was the only subscriber: with it gone the lab stops following (nothing polls for nobody).
+    wait_for(lambda: not lab.following, "the lab to stop following once the panel unsubscribed")
     applied = panel.update_cost()["updates"]
     seen: list[Any] = []
     unsubscribe = lab.subscribe(seen.append)  # proves the lab did deliver the change below
@@ -444,7 +444,7 @@ def test_a_qemu_restarted_paused_shows_paused_after_the_reconnect(make, tmp_path
 
 
 def test_a_disconnect_and_a_reconnect_in_one_batch_end_connected(make) -> None:
-    from balloonlab.client import LabUpdate
+    from balloonlab.client.updates import LabUpdate
 
     lab = make.lab(guest="linux")
     panel = make.panel(lab)

@@ -15,7 +15,7 @@ import pytest
 from balloonlab.stats import BY_KEY, STATS, UNSET, GuestStats, stats_for_version
 from balloonlab.widgets import (DeviceBinding, EventLog, LastUpdateView, MemoryPlot, StatsTable, VirtqueueView,
                                 decode_report)
-from balloonlab._pump import UpdatePump
+from balloonlab.client.pump import UpdatePump
 from tests.helpers import wait_until
 
 

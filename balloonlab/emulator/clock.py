@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..errors import VirtualClockRequired
+from ..errors import VirtualClockRequiredError
 
 HOST = "host"
 VM = "vm"
@@ -215,7 +215,7 @@ class Clock:
     def advance(self, seconds: float) -> None:
         """Move virtual time forward by ``seconds``, running every timer that falls due, in time order."""
         if self.mode != "virtual":
-            raise VirtualClockRequired(
+            raise VirtualClockRequiredError(
                 "advance() needs the virtual clock: start the emulator with clock='virtual' "
                 "(a real clock moves on its own)")
         if not seconds >= 0:

@@ -191,7 +191,7 @@ class VirtioBalloon:
         if self.timer is not None:
             self.timer.delete()
 
-    def status(self) -> dict:
+    def snapshot(self) -> dict:
         """This device's part of ``x-balloonlab-status``: the stats queue, and the virtio side (feature words as
         bit masks and names, device status, config space) so a client can show them without reaching into the
         emulator."""

@@ -177,12 +177,12 @@ class Guest:
             result = handler(params)
         except ValueError as e:  # the memory model refused (e.g. too many workloads at once)
             raise QMPError("GenericError", f"x-balloonlab-guest: {name}: {e}") from None
-        return self.status() if result is None else result
+        return self.snapshot() if result is None else result
 
     def actions(self) -> list[str]:
         return sorted(n[5:].replace("_", "-") for n in dir(self) if n.startswith("_act_"))
 
-    def status(self) -> dict:
+    def snapshot(self) -> dict:
         mem = self.memory
         mem.settle(self.clock.vm_ns())
         return {"guest": self.name, "kernel": self.kernel, "driver-loaded": self.driver_loaded,
@@ -212,7 +212,7 @@ class Guest:
 
     def _act_status(self, params: dict) -> dict:
         self._check(params)
-        return self.status()
+        return self.snapshot()
 
     def _act_allocate(self, params: dict) -> None:
         """A process allocates and touches ``size`` over ``duration`` (swap and OOM if it does not fit)."""
@@ -341,8 +341,8 @@ class WindowsGuest(Guest):
             elif self.device.statsq.holder == "guest":
                 self._answer_timer.mod_in(ANSWER_DELAY_NS)
 
-    def status(self) -> dict:
-        st = super().status()
+    def snapshot(self) -> dict:
+        st = super().snapshot()
         st["service"] = self.service
         return st
 

@@ -395,7 +395,7 @@ class Machine:
     def _cmd_x_balloonlab_status(self) -> dict:
         devices = []
         if self.device is not None:
-            devices.append({"path": self.device_path, **self.device.status()})
+            devices.append({"path": self.device_path, **self.device.snapshot()})
         return {"clock": self.clock.mode, "guest": self.config.guest, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
                 # added to iface.md's fields: the host wall clock of this emulator (virtual runs have their own)

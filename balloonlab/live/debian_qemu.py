@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import GuestImageError, LaunchError
-from .guest_image import cli_say, default_cache_dir, file_lock, guest_command
+from .guest_image import default_cache_dir, file_lock
 
 RELEASES = {"debian13": "trixie"}
 MIRROR = "http://deb.debian.org/debian"
@@ -130,18 +130,3 @@ def resolve(qemu: str) -> QemuTree:
         raise LaunchError(f"no {qemu} QEMU built yet: run 'balloonlab guest qemu' as root once "
                           "(debootstrap of Debian 13 with qemu-system-x86; a minute or two, ~360 MB)")
     return tree
-
-
-@guest_command
-def main(argv: Sequence[str] | None = None) -> int:
-    """``balloonlab guest qemu [--release debian13] [--cache-dir D]``: build (once) and describe the tree."""
-    parser = argparse.ArgumentParser(prog="balloonlab guest qemu",
-                                     description="Build a Debian 13 tree with QEMU 10.0 for live labs (root).")
-    parser.add_argument("--release", default="debian13", choices=sorted(RELEASES))
-    parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    started = time.monotonic()
-    tree = ensure_debian_qemu(args.release, args.cache_dir, log=cli_say)
-    print(f"QEMU {tree.version} ({tree.package}) ready in {time.monotonic() - started:.1f} s: {tree.root}")
-    print(f"use it with: LiveVM.start(qemu={args.release!r}) or balloonlab.launch(qemu={args.release!r})")
-    return 0

@@ -182,6 +182,11 @@ def _prune(cache: Path, keep: Path, origin: str) -> None:
                 shutil.rmtree(other, ignore_errors=True)
 
 
+def find_image(cache_dir: Path | None = None, kernel: str | os.PathLike | None = None) -> GuestImage | None:
+    """The cached image for this recipe, or None when none was built yet (never builds one)."""
+    return _load((cache_dir or default_cache_dir()) / f"guest-{recipe_key(kernel)}")
+
+
 def _load(target: Path) -> GuestImage | None:
     meta = target / "image.json"
     try:
@@ -485,62 +490,3 @@ def newc_archive(entries: Iterable[CpioEntry]) -> bytes:
 
 def _tail(text: str, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:]) or "(no output)"
-
-
-# --- balloonlab guest ... ------------------------------------------------------------------------------------
-
-def cli_say(line: str) -> None:
-    """A progress or error line of ``balloonlab guest`` (also ``guest qemu``): on stderr, so stdout keeps only
-    the result a script may read."""
-    print(f"balloonlab guest: {line}", file=sys.stderr)
-
-
-def guest_command(command: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
-    """Wrap a ``balloonlab guest ...`` entry point: a GuestImageError (a missing tool, a failed download) is told
-    in one line on stderr with exit status 1, as a user wants it, instead of a traceback."""
-    @functools.wraps(command)
-    def run(argv: Sequence[str] | None = None) -> int:
-        try:
-            return command(argv)
-        except GuestImageError as exc:
-            cli_say(str(exc))
-            return 1
-    return run
-
-
-@guest_command
-def main(argv: Sequence[str] | None = None) -> int:
-    """``balloonlab guest build [--cache-dir D] [--kernel PATH] [--rebuild]``, ``guest path``, ``guest qemu``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["qemu"]:
-        from .debian_qemu import main as qemu_main
-
-        return qemu_main(args[1:])
-    parser = argparse.ArgumentParser(prog="balloonlab guest", description="The tiny Linux guest of live labs.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("qemu", help="build Debian 13's QEMU 10.0 for live labs (root; 'guest qemu --help')")
-    for name, text in (("build", "build the guest image (once; cached)"),
-                       ("path", "print where the cached image is, without building it")):
-        p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--cache-dir", type=Path, default=None, help="default: $XDG_CACHE_HOME/balloonlab")
-        p.add_argument("--kernel", default=None, help="use this vmlinuz instead of the Debian cloud kernel")
-        if name == "build":
-            p.add_argument("--rebuild", action="store_true", help="build again (fetches the newest cloud kernel)")
-    args = parser.parse_args(args)
-    if args.action == "path":
-        cache = args.cache_dir or default_cache_dir()
-        image = _load(cache / f"guest-{recipe_key(args.kernel)}")
-        if image is None:
-            print(f"no guest image built yet in {cache} (run: balloonlab guest build)", file=sys.stderr)
-            return 1
-    else:
-        started = time.monotonic()
-        image = ensure_image(args.cache_dir, kernel=args.kernel, rebuild=args.rebuild, log=cli_say)
-        print(f"guest image ready in {time.monotonic() - started:.1f} s")
-    print(f"kernel:  {image.kernel}  ({image.kernel_version}, {image.source})")
-    print(f"initrd:  {image.initrd}  (modules: {', '.join(image.modules) or 'none'})")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -20,8 +20,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.utils.process import arg_split
 
 from ..errors import EmulatorOptionError
-from ..qmp_text import QMPTextError, parse_qmp_text
-from ..watch import StatsWatch
+from .qmp_text import QMPTextError, parse_qmp_text
+from .watch import StatsWatch
 from . import subcommands
 from .qmp import run_commands
 

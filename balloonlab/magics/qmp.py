@@ -4,7 +4,7 @@ Why replies are rebuilt as wire messages: the cell is for people reading QEMU's 
 look like the docs (``{"return": {}}``, ``{"error": {"class": "GenericError", "desc": ...}}``) and not like a
 Python exception.  An error reply is a normal answer of QEMU, so it is shown (on stderr, so a notebook marks it)
 and never raised; the next command still runs.  Only a dead connection stops the cell (it raises
-``BalloonDisconnected``, one line).  Events that arrived while a command ran are shown after its reply, one
+``BalloonDisconnectedError``, one line).  Events that arrived while a command ran are shown after its reply, one
 line each.
 """
 
@@ -15,7 +15,7 @@ import threading
 from typing import Any, Sequence, TextIO
 
 from ..errors import QMPError
-from ..qmp_text import QMPCommand, format_message
+from .qmp_text import QMPCommand, format_message
 
 __all__ = ["execute_wire", "run_commands"]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from ..errors import VirtualClockRequired
+from ..errors import VirtualClockRequiredError
 from ..units import format_duration, format_size, parse_duration, parse_size
 from .info import LabInfo
 
@@ -192,7 +192,7 @@ def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 @_keep_doc
 def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Make a lab you created in Python the current lab (the magics never close it for you)."""
-    from ..balloon import Balloon
+    from ..client.balloon import Balloon
 
     try:
         lab = magics.shell.user_ns[args.name]
@@ -311,7 +311,7 @@ def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
                          "(%balloon emulate --clock virtual)")
     try:
         lab.advance(seconds)
-    except VirtualClockRequired:
+    except VirtualClockRequiredError:
         raise UsageError("%balloon advance: this emulated lab runs on the real clock; start one with "
                          "%balloon emulate --clock virtual") from None
     print(f"advanced {format_duration(seconds)}")

@@ -4,7 +4,7 @@ Threads, and why each part runs where it does:
 
 * The panel is built and displayed in the cell (the kernel's thread); every view is created there.
 * ``lab.subscribe`` calls :meth:`BalloonPanel._on_update` on the lab's background loop thread.  That callback only
-  queues the update (:class:`~balloonlab._pump.UpdatePump`): the loop must never block, and lab methods
+  queues the update (:class:`~balloonlab.client.pump.UpdatePump`): the loop must never block, and lab methods
   cannot be called from it.
 * The pump's thread applies queued updates in batches (at most ``max_rate`` per second), pushing cheap samples
   into the views and then rendering each view once; a view sends a message only when its state really changed.
@@ -22,11 +22,11 @@ from typing import Any, Callable
 import ipywidgets as widgets
 from traitlets import Bool, Float, Int, Unicode, observe, validate
 
-from ..doctor import Diagnosis, diagnose, stale_after
+from ..client.doctor import Diagnosis, diagnose, stale_after
 from ..errors import BalloonError, QMPError
 from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
-from .._pump import UpdatePump
+from ..client.pump import UpdatePump
 from .controls import MiB, IntervalControl, TargetControl
 from .events import EventLog, event_time
 from .plot import MemoryPlot
@@ -107,7 +107,7 @@ class BalloonPanel(widgets.VBox):
         self._doctor_at = 0.0
         self._clock_at = 0.0
         self._running: bool | None = None  # run state, from query-status and then STOP/RESUME/SHUTDOWN events
-        self._run_status: str | None = None
+        self._run_state: str | None = None
         self._trace_due = False
         self._trace_at = 0.0
 
@@ -216,7 +216,7 @@ class BalloonPanel(widgets.VBox):
         """query-status (the pump's thread or the cell's, never the lab's loop): at start, and after a reconnect,
         where QEMU may have been restarted paused and no STOP event says so."""
         run_state = self._quietly(lambda: self.lab.qmp("query-status"), {}) or {}
-        self._running, self._run_status = run_state.get("running"), run_state.get("status")
+        self._running, self._run_state = run_state.get("running"), run_state.get("status")
 
     def _seed_plot(self, lab: Any) -> None:
         """Start the plot with what the lab's history already holds (if a watch recorded before)."""
@@ -224,7 +224,7 @@ class BalloonPanel(widgets.VBox):
         try:
             if history is None or len(history) == 0:
                 return
-            # One read of all five (one lock hold, one decode): the watcher may append meanwhile, and separate
+            # One read of all five (one lock hold, one decode): the follower may append meanwhile, and separate
             # reads could then differ in length and pair one report's time with another's values.
             columns = {c: v[-self.max_points:] for c, v in history.columns_dict(
                 ("last-update", "free-memory", "available-memory", "total-memory", "disk-caches")).items()}
@@ -335,7 +335,7 @@ class BalloonPanel(widgets.VBox):
         self.events.add_event(event)
         name = event.get("event")
         if name in RUN_STATE:
-            self._running, self._run_status = RUN_STATE[name]
+            self._running, self._run_state = RUN_STATE[name]
         when = event_time(event)
         if when is None:
             return
@@ -394,7 +394,7 @@ class BalloonPanel(widgets.VBox):
         if None not in (stats, interval, self._running):
             device_now = self._now()
             diagnosis = diagnose(stats, interval, now=device_now, running=bool(self._running),
-                                 status=self._run_status)
+                                 run_state=self._run_state)
             diagnosis = self._just_changed(diagnosis, interval, device_now)
             if (diagnosis.verdict, diagnosis.severity) != (self.doctor.verdict, self.doctor.severity) \
                     or now - self._doctor_at >= self.doctor_period:

@@ -205,7 +205,7 @@ def start_emulator(spec: VMSpec, version: str) -> EmulatedQEMU | InProcessEmulat
     """``balloonlab emulate`` with the same command line when it exists, else the Emulator runner in-process."""
     import importlib.util
 
-    if importlib.util.find_spec("balloonlab.emulator.options") is not None:
+    if importlib.util.find_spec("balloonlab.cli.emulate") is not None:
         return EmulatedQEMU(spec, version)
     return InProcessEmulator(spec, version)
 

@@ -29,7 +29,7 @@ import zlib
 from array import array
 from typing import IO, Any, Callable
 
-from .stats import STATS, GuestStats
+from ..stats import STATS, GuestStats
 
 CHUNK = 1024
 _U64 = 1 << 64
@@ -67,7 +67,7 @@ def _unseal(blob: bytes) -> array:
 class History:
     """Samples (one row per new guest report, with interval and actual at that moment) and QMP events.
 
-    ``lab.history.enabled = True`` keeps the lab's watcher recording even when nothing subscribes; while anything
+    ``lab.history.enabled = True`` keeps the lab's follower recording even when nothing subscribes; while anything
     subscribes (a panel, ``%balloon watch``) it records anyway.
     """
 
@@ -83,7 +83,7 @@ class History:
         self._seen: set[str] = set()
         self._events: collections.deque[tuple[float, dict]] = collections.deque(maxlen=max_events)
         self._enabled = False
-        #: Set by the lab: called with no arguments when ``enabled`` changes (starts or stops its watcher).
+        #: Set by the lab: called with no arguments when ``enabled`` changes (starts or stops its follower).
         self.on_enabled_change: Callable[[], None] | None = None
 
     # Recording -------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Sequence
 
 from ..errors import EmulatorOptionError
 from ..units import parse_size
-from .config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
 
 USAGE = f"""usage: balloonlab emulate [-qmp unix:PATH[,server=on][,wait=off]] [-m SIZE] [-S] [-nodefaults]
                           [-device virtio-balloon-pci[,id=ID][,PROP=VALUE...]] [-balloon virtio]
@@ -288,7 +288,7 @@ def _apply(opts: EmulateOptions, name: str, value: str) -> None:
 
 async def run(opts: EmulateOptions) -> None:
     """Serve until ``quit`` or SIGINT/SIGTERM; the socket is gone when this returns."""
-    from .runner import Emulator  # the device model is only imported when an emulator really starts
+    from ..emulator.runner import Emulator  # the device model is only imported when an emulator really starts
 
     emulator = Emulator(opts.config, opts.socket_path)
     await emulator.start()

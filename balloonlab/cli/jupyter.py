@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import BalloonError
+from ..errors import JupyterLabError
 
 QUICKSTART = "01-quickstart.ipynb"
 DEFAULT_WORKDIR = "balloonlab-notebooks"
@@ -42,10 +42,6 @@ Any other option is passed to JupyterLab, for example:
 See 'jupyter lab --help' for JupyterLab's own options. Needs JupyterLab: {INSTALL_HINT}"""
 
 
-class LabError(BalloonError):
-    """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
-
-
 @dataclass(frozen=True)
 class NotebookHome:
     """What JupyterLab should serve (``root``) and which notebook to open first (``start``, relative to root)."""
@@ -61,7 +57,7 @@ class NotebookHome:
 
 def checkout_root() -> Path | None:
     """The source checkout this package is imported from, if it is one (it has pyproject.toml and notebooks/)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # balloonlab/cli/jupyter.py -> the checkout
     if (root / "pyproject.toml").is_file() and (root / "notebooks" / QUICKSTART).is_file():
         return root
     return None
@@ -98,7 +94,7 @@ def find_notebook_home(workdir: Path | None = None) -> NotebookHome:
         return NotebookHome(root, f"notebooks/{QUICKSTART}")
     source = shipped_notebooks()
     if source is None:
-        raise LabError(
+        raise JupyterLabError(
             "cannot find balloonlab's notebooks: this installation has neither a source checkout next to the "
             "package nor share/balloonlab/notebooks. Reinstall balloonlab (pip install --force-reinstall "
             "'balloonlab[lab]') or run 'balloonlab lab' from a clone of the repository (pip install -e '.[lab]')."
@@ -119,7 +115,7 @@ def split_args(argv: Sequence[str]) -> tuple[Path | None, list[str]]:
         if arg == "--workdir":
             value = next(args, None)
             if value is None:
-                raise LabError("--workdir needs a directory")
+                raise JupyterLabError("--workdir needs a directory")
             workdir = Path(value)
         elif arg.startswith("--workdir="):
             workdir = Path(arg.split("=", 1)[1])
@@ -153,9 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from jupyterlab.labapp import LabApp
         except ImportError as exc:
-            raise LabError(f"balloonlab lab needs JupyterLab, which is not installed ({exc}): {INSTALL_HINT}")
+            raise JupyterLabError(f"balloonlab lab needs JupyterLab, which is not installed ({exc}): {INSTALL_HINT}")
         home = find_notebook_home(workdir)
-    except LabError as exc:
+    except JupyterLabError as exc:
         print(f"balloonlab lab: {exc}", file=sys.stderr)
         return 1
     print(f"balloonlab lab: serving {home.root}, opening {home.start}", file=sys.stderr)

@@ -4,7 +4,7 @@
     lab = balloonlab.connect("/path/qmp.sock") # any QMP server: live QEMU or `balloonlab emulate`
     lab = balloonlab.launch(memory="512M")     # boots qemu-system-x86_64 with the tiny guest
 
-Every method is a thin synchronous wrapper: the work runs on balloonlab's background loop (``_loop.py``) and the
+Every method is a thin synchronous wrapper: the work runs on balloonlab's background loop (``client/loop.py``) and the
 caller waits with a timeout, so the facade is safe from a notebook cell (whose thread runs the kernel's own loop),
 from a widget's comm handler thread and from plain scripts alike.  The lab owns what it started: ``close()`` (or
 the context manager, or garbage collection, or interpreter exit) stops the in-process emulator or the live VM.
@@ -20,14 +20,15 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, TypeVar
 
-from . import _loop
-from .client import ADVANCE, TRACE, BalloonClient, LabUpdate
+from . import loop as _loop
+from .connection import ADVANCE, TRACE, BalloonClient
+from .updates import LabUpdate
 from .doctor import Diagnosis, diagnose
-from .errors import (BalloonDisconnected, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackend,
-                     VirtualClockRequired)
+from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackendError,
+                     VirtualClockRequiredError)
 from .history import History
-from .stats import GuestStats
-from .units import format_size, parse_duration, parse_size
+from ..stats import GuestStats
+from ..units import format_size, parse_duration, parse_size
 
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
@@ -127,12 +128,12 @@ class Balloon:
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         if self._closed:
             coro.close()
-            raise BalloonDisconnected("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
+            raise BalloonDisconnectedError("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
         timeout = self.timeout if timeout is None else timeout
         try:
             return _loop.run(coro, timeout + 1.0)
         except TimeoutError:
-            raise BalloonDisconnected(
+            raise BalloonDisconnectedError(
                 f"no answer from QEMU at {self.socket_path} within {timeout:g} s") from None
 
     def _has(self, command: str) -> bool:
@@ -220,7 +221,7 @@ class Balloon:
         """Move the emulator's virtual clock forward (``"30s"``, ``"5m"``, 12.5): every due timer runs in order."""
         seconds = parse_duration(duration)
         if not self._has(ADVANCE):
-            raise VirtualClockRequired(
+            raise VirtualClockRequiredError(
                 f"advance() needs an emulated lab on a virtual clock; this {self.backend} lab "
                 f"({self.qemu_version or 'unknown QEMU'}) runs on real time. Use "
                 "balloonlab.emulate(clock='virtual') (or `balloonlab emulate --clock virtual`), or just wait.")
@@ -231,7 +232,7 @@ class Balloon:
                 self._run(self._client.execute(ADVANCE, {"seconds": seconds}))
         except QMPError as exc:
             if exc.error_class == "GenericError" and "virtual" in exc.desc:
-                raise VirtualClockRequired(
+                raise VirtualClockRequiredError(
                     f"{exc.desc} -- this lab's emulator runs on real time; start one with "
                     "balloonlab.emulate(clock='virtual')") from None
             raise
@@ -269,7 +270,7 @@ class Balloon:
     def guest_exec(self, command: str, timeout: float = 30) -> str:
         """Run a shell command inside a launched live guest and return its output."""
         if self._vm is None:
-            raise UnsupportedBackend(
+            raise UnsupportedBackendError(
                 f"guest_exec() runs commands in a VM started by balloonlab.launch(); this lab is {self.backend}"
                 + (" (use lab.guest(action, ...) to drive the emulated guest)" if self.backend == "emulated" else ""))
         return self._vm.exec(command, timeout=timeout)
@@ -278,9 +279,9 @@ class Balloon:
         """Why the stats look the way they do (polling off, no driver, paused, stale, partial...)."""
         stats = self.stats()
         interval = self.polling_interval
-        status = self._run(self._client.read_status())
-        return diagnose(stats, interval, now=self._wall_now(), running=bool(status.get("running")),
-                        status=status.get("status"))
+        state = self._run(self._client.read_run_state())
+        return diagnose(stats, interval, now=self._wall_now(), running=bool(state.get("running")),
+                        run_state=state.get("status"))
 
     def subscribe(self, callback: Callable[[LabUpdate], None]) -> Callable[[], None]:
         """Call ``callback(update)`` on balloonlab's background thread whenever something changes; returns
@@ -290,11 +291,11 @@ class Balloon:
     def reconnect(self, timeout: float = 5.0) -> None:
         """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over."""
         if self._closed:
-            raise BalloonDisconnected("this lab is closed; start a new one")
+            raise BalloonDisconnectedError("this lab is closed; start a new one")
         if not os.path.exists(self.socket_path):
             # Nothing to reconnect to: keep the connection we have (it is a file descriptor, not the path).
             kept = "; the current connection is kept" if self.connected else ""
-            raise BalloonDisconnected(
+            raise BalloonDisconnectedError(
                 f"cannot connect to the QMP socket {self.socket_path}: it does not exist (is QEMU, or `balloonlab "
                 f"emulate`, running?){kept}")
         self._run(self._client.disconnect())
@@ -324,9 +325,9 @@ class Balloon:
         return not self._closed and self._client.connected
 
     @property
-    def watching(self) -> bool:
-        """True while the background watcher polls (someone subscribes or history records)."""
-        return self._client.watching
+    def following(self) -> bool:
+        """True while the background follower polls (someone subscribes or history records)."""
+        return self._client.following
 
     @property
     def qemu_version(self) -> str | None:
@@ -336,7 +337,7 @@ class Balloon:
     @property
     def running(self) -> bool:
         """Whether the VM runs (``query-status``)."""
-        return bool(self._run(self._client.read_status()).get("running"))
+        return bool(self._run(self._client.read_run_state()).get("running"))
 
     @property
     def devices(self) -> list[str]:
@@ -345,7 +346,7 @@ class Balloon:
 
     @property
     def last_stats(self) -> GuestStats | None:
-        """The most recent stats seen (by a call or the watcher), without asking QEMU."""
+        """The most recent stats seen (by a call or the follower), without asking QEMU."""
         return self._client.last_stats
 
     @property
@@ -358,32 +359,33 @@ class Balloon:
         """The LiveVM (launched labs), else None."""
         return self._vm
 
-    def status(self) -> dict:
-        """``query-status``."""
-        return self._run(self._client.read_status())
+    @property
+    def run_state(self) -> str | None:
+        """The VM's run state as ``query-status`` says it (``"running"``, ``"paused"``, ``"prelaunch"``...)."""
+        return self._run(self._client.read_run_state()).get("status")
 
-    def emulator_status(self) -> dict:
+    def emulator_state(self) -> dict:
         """``x-balloonlab-status`` of an emulator: clock (``wall-clock``, ``vm-clock-ns``), guest model, and per
         device the stats queue holder, the feature words, device status and config space (see docs/emulator.md)."""
-        self._require(STATUS, "emulator_status()")
+        self._require(STATUS, "emulator_state()")
         return self._run(self._client.execute(STATUS))
 
     def virtio(self) -> VirtioState:
         """The balloon's feature bits, device status and config space (emulated labs; a real QEMU shows its
         feature words with ``lab.qmp("x-query-virtio-status", path=lab.device_path + "/virtio-backend")``)."""
         self._require(STATUS, "virtio()")
-        for device in self.emulator_status().get("devices", []):
+        for device in self.emulator_state().get("devices", []):
             if device.get("path") == self.device_path:
                 return VirtioState.from_status(device)
-        raise UnsupportedBackend(f"the emulator reports no virtio state for {self.device_path}")
+        raise UnsupportedBackendError(f"the emulator reports no virtio state for {self.device_path}")
 
     def info(self) -> dict:
         """A summary for ``%balloon info``: where, what, and the current settings."""
         return {
             "backend": self.backend, "socket_path": self.socket_path, "device_path": self.device_path,
             "devices": self.devices, "qemu_version": self.qemu_version, "ram_size": self.ram_size,
-            "polling_interval": self.polling_interval, "actual": self.actual, "status": self.status().get("status"),
-            "virtual_clock": self._has(ADVANCE) and self._virtual_clock(), "watching": self.watching,
+            "polling_interval": self.polling_interval, "actual": self.actual, "run_state": self.run_state,
+            "virtual_clock": self._has(ADVANCE) and self._virtual_clock(), "following": self.following,
             "history_samples": len(self.history), "events": len(self._client.events),
         }
 
@@ -398,14 +400,14 @@ class Balloon:
     # Helpers ---------------------------------------------------------------------------------------------------
     def _require(self, command: str, what: str) -> None:
         if not self._has(command):
-            raise UnsupportedBackend(
+            raise UnsupportedBackendError(
                 f"{what} needs an emulated lab (balloonlab.emulate() or `balloonlab emulate`); this {self.backend} "
                 f"lab's QEMU has no {command} command")
 
     def _virtual_clock(self) -> bool:
         try:
-            return self.emulator_status().get("clock") == "virtual"
-        except (QMPError, UnsupportedBackend):
+            return self.emulator_state().get("clock") == "virtual"
+        except (QMPError, UnsupportedBackendError):
             return False
 
     def _wall_now(self) -> float:
@@ -413,7 +415,7 @@ class Balloon:
         if not self._has(STATUS):
             return time.time()
         try:
-            st = self.emulator_status()
+            st = self.emulator_state()
         except QMPError:
             return time.time()
         if st.get("clock") != "virtual":
@@ -453,8 +455,8 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     ``emulate()`` returns once a running guest's boot report is there, so ``emulate().stats()`` has numbers.
     """
     try:
-        from .emulator import Emulator
-        from .emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+        from ..emulator import Emulator
+        from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
     if guest not in GUEST_MODELS:
@@ -499,7 +501,7 @@ def launch(memory: str | int = "512M", *, history: bool = False, timeout: float 
     ``accel``, ``extra_args``, ``image``, ``workdir``, ``timeout``...).  ``close()`` stops QEMU again.
     """
     try:
-        from .live.launcher import LiveVM
+        from ..live.launcher import LiveVM
     except ImportError as exc:
         raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
     vm = LiveVM.start(memory=memory, **options)

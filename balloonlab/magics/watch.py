@@ -8,7 +8,7 @@ background never prints (a stray ``print`` lands in whatever cell runs now), it 
 (a Jupyter kernel, or IPython's capturing publisher).  Terminal IPython has no such thing: there the watch shows a
 snapshot and says so.
 
-The lab's loop thread only queues (:class:`~balloonlab._pump.UpdatePump`): it carries every lab's QMP traffic
+The lab's loop thread only queues (:class:`~balloonlab.client.pump.UpdatePump`): it carries every lab's QMP traffic
 and the in-process emulators, and ipykernel's ``publish`` flushes stdout/stderr and may wait on its IO thread for
 seconds.  The watch's own pump thread publishes.  Bursts (a virtual clock advanced by an hour at a 1 s interval
 gives 3600 reports) are batched there: at most one update per :data:`MIN_UPDATE_GAP` seconds, and the last state
@@ -25,12 +25,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._pump import UpdatePump
-from .units import format_duration, format_size
+from ..client.pump import UpdatePump
+from ..units import format_duration, format_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .balloon import Balloon
-    from .stats import GuestStats
+    from ..client.balloon import Balloon
+    from ..stats import GuestStats
 
 __all__ = ["StatsView", "StatsWatch", "MIN_UPDATE_GAP"]
 
@@ -62,7 +62,7 @@ class StatsView:
         self.state = state  #: "live", "snapshot", "stopped" or "disconnected"
         self.note = note
 
-    def status(self) -> str:
+    def headline(self) -> str:
         """The status line, e.g. ``watching (live) | polling every 2 s | actual 512.0 MiB | refreshed 3 times``.
 
         "refreshed N times", not "N reports": the lab reads the stats at most twice a second, so a burst (a
@@ -85,7 +85,7 @@ class StatsView:
         return " | ".join(parts)
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(self.status())
+        p.text(self.headline())
         p.break_()
         if self.stats is None:
             p.text("no stats yet")
@@ -102,7 +102,7 @@ class StatsView:
         table = self.stats._repr_html_() if self.stats is not None else "<p>no stats yet</p>"
         return (
             f"<div class='balloonlab-watch' data-state='{html.escape(self.state)}' data-reports='{self.reports}'>"
-            f"<div style='border-left:3px solid {colour};padding-left:6px'><small>{html.escape(self.status())}"
+            f"<div style='border-left:3px solid {colour};padding-left:6px'><small>{html.escape(self.headline())}"
             f"</small></div>{table}</div>"
         )
 

@@ -25,8 +25,8 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stats import GuestStats
-from .units import format_duration
+from ..stats import GuestStats
+from ..units import format_duration
 
 #: Tags 0-7: what a current driver fills (Linux >= 4.15; virtio-win).  A guest that leaves one of these unset
 #: while reporting others has an old or partial driver.
@@ -79,22 +79,22 @@ def _now_seconds(now: dt.datetime | float | None) -> float:
 
 
 def diagnose(stats: GuestStats, interval: int, now: dt.datetime | float | None = None,
-             running: bool = True, status: str | None = None) -> Diagnosis:
+             running: bool = True, run_state: str | None = None) -> Diagnosis:
     """Judge one sample.
 
     ``interval`` is ``guest-stats-polling-interval``; ``now`` is the host wall clock (aware datetime or epoch
-    seconds; default: now), on the same clock as ``last-update``; ``running``/``status`` come from
+    seconds; default: now), on the same clock as ``last-update``; ``running``/``run_state`` come from
     ``query-status``.
     """
     now_s = _now_seconds(now)
     reported = stats.last_update is not None
     age = now_s - stats.last_update_seconds if reported else None
-    details: dict[str, Any] = {"interval": interval, "age": age, "running": running, "status": status,
+    details: dict[str, Any] = {"interval": interval, "age": age, "running": running, "run_state": run_state,
                                "unset": list(stats.unset)}
     when = f"{format_duration(age)} ago" if age is not None and age >= 0 else "just now"
 
     if not running:
-        state = status or "paused"
+        state = run_state or "paused"
         if reported:
             msg = (f"The VM is not running (status '{state}'): QEMU's polling timer runs on the VM clock, so "
                    f"nothing is polled until it resumes; the stats are from {when}. Resume it with `cont`.")

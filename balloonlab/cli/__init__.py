@@ -1,9 +1,11 @@
 """The ``balloonlab`` command: a thin dispatcher to the module that owns each subcommand.
 
-    balloonlab emulate ...      an emulated QEMU serving QMP (qemu-system spelling; balloonlab/emulator/options.py)
-    balloonlab guest build      build and cache the tiny guest image (balloonlab/live/guest_image.py)
-    balloonlab launch ...       boot a live QEMU with it and print the QMP socket (balloonlab/live/launcher.py)
-    balloonlab lab              open JupyterLab on the quickstart notebook
+    balloonlab emulate ...      an emulated QEMU serving QMP (qemu-system spelling; cli/emulate.py)
+    balloonlab guest build      build and cache the tiny guest image (cli/guest.py)
+    balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
+    balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
+
+Every ``main()`` and argument parser of the package lives in this folder; the library modules hold none.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     command, rest = args[0], args[1:]
     if command == "emulate":
-        from .emulator.options import main as run
+        from .emulate import main as run
     elif command == "guest":
-        from .live.guest_image import main as run
+        from .guest import main as run
     elif command == "launch":
-        from .live.launcher import main as run
+        from .launch import main as run
     elif command == "lab":
-        from .lab import main as run
+        from .jupyter import main as run
     else:
         print(f"balloonlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -24,21 +24,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import QMPTextError
+
 __all__ = ["QMPCommand", "QMPTextError", "parse_qmp_text", "parse_shell_command", "format_message"]
 
 #: Members that make a JSON object something QEMU sent (a reply, an event, the greeting), not a command.
 _SERVER_MEMBERS = ("return", "error", "event", "QMP")
 _PREFIX_RE = re.compile(r"^([ \t]*)(->|<-)[ \t]?")
 _NO_ID = object()
-
-
-class QMPTextError(ValueError):
-    """The text is not QMP we can send.  ``line`` is 1-based (counted from ``first_line``)."""
-
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(f"line {line}: {message}")
-        self.line = line
-        self.reason = message
 
 
 @dataclass(frozen=True)

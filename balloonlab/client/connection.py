@@ -1,18 +1,18 @@
 """The async balloon client: one QMP connection (``qemu.qmp.QMPClient``) to one VM's balloon device.
 
-It runs on balloonlab's background loop (``_loop.py``); the synchronous :class:`~balloonlab.balloon.Balloon` facade
+It runs on balloonlab's background loop (``client/loop.py``); the synchronous :class:`~balloonlab.client.balloon.Balloon` facade
 drives it.  It does the things every front end needs and none of them should repeat:
 
 * discovery: the balloon under ``/machine/peripheral`` or ``/machine/peripheral-anon`` (``child<virtio-balloon...>``
   with a ``guest-stats-polling-interval`` property);
 * commands, with QEMU's error replies turned into :class:`~balloonlab.errors.QMPError` (class and desc verbatim) and
-  a lost connection into :class:`~balloonlab.errors.BalloonDisconnected` (never a hang: the reader sees EOF at once,
+  a lost connection into :class:`~balloonlab.errors.BalloonDisconnectedError` (never a hang: the reader sees EOF at once,
   and every command has a timeout);
 * events: every QMP event goes to a bounded ``events`` record and to subscribers; BALLOON_CHANGE updates ``actual``
   for free, STOP/RESUME/RESET update the run state;
-* the watcher: a task that exists only while somebody subscribes or history records.  It reads ``guest-stats``
+* the follower: a task that exists only while somebody subscribes or history records.  It reads ``guest-stats``
   at up to 2 Hz (slower when polling is off or the VM is paused), the interval every 2 s (another client may have
-  changed it), and tells subscribers only what changed.  With nobody watching, a lab costs nothing but an idle
+  changed it), and tells subscribers only what changed.  With nobody following, a lab costs nothing but an idle
   socket, so a hundred labs in one process are cheap.
 * virtual-clock replay: polling sees only the state after an advance, so while someone watches, the lab advances
   an emulator in chunks and feeds every report of each chunk from ``x-balloonlab-trace`` (with its own time) to
@@ -36,10 +36,11 @@ from qemu.qmp import QMPClient
 from qemu.qmp.protocol import ConnectError, Runstate, StateError
 from qemu.qmp.qmp_client import ExecInterruptedError, ExecuteError
 
-from . import _loop
-from .errors import BalloonDisconnected, NoBalloonDevice, QMPError
+from . import loop as _loop
+from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError
 from .history import History
-from .stats import UNSET, GuestStats, stats_for_version
+from .updates import LabUpdate
+from ..stats import UNSET, GuestStats, stats_for_version
 
 log = logging.getLogger("balloonlab.client")
 _qmp_log = logging.getLogger("balloonlab.qmp")
@@ -53,22 +54,6 @@ FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
 #: and a report per poll, so 120 reports (240 exchanges) cannot have been pushed out before they are read.
 REPLAY_REPORTS = 120
 ADVANCE, TRACE = "x-balloonlab-advance", "x-balloonlab-trace"
-UPDATE_KINDS = ("stats", "interval", "actual", "event", "disconnected", "target")
-
-
-@dataclass(frozen=True)
-class LabUpdate:
-    """What changed, as delivered to ``lab.subscribe`` callbacks (on balloonlab's background thread)."""
-
-    kind: str  #: "stats" | "interval" | "actual" | "event" | "disconnected" | "target"
-    stats: GuestStats | None = None
-    interval: int | None = None
-    actual: int | None = None
-    event: dict | None = None
-    error: str | None = None  #: for "disconnected": why
-    target: int | None = None  #: for "target": the bytes just requested with QMP ``balloon`` through this lab
-    #: host time it was observed; for a report replayed by a virtual-clock advance, the (virtual) time it came
-    time: float = field(default_factory=time.time)
 
 
 class _QMP(QMPClient):
@@ -114,12 +99,12 @@ class BalloonClient:
         #: The last balloon target (bytes) requested through this connection: QEMU cannot be asked for it.
         self.target: int | None = None
         self.last_stats: GuestStats | None = None
-        self.status: str | None = None
+        self.run_state: str | None = None
         self.running: bool | None = None
         self.events: collections.deque[dict] = collections.deque(maxlen=max_events)
         self._events_lock = threading.Lock()  # appended on the loop, copied from any thread
         self.history = history if history is not None else History()
-        self.history.on_enabled_change = lambda: _loop.call_soon(self._update_watcher)
+        self.history.on_enabled_change = lambda: _loop.call_soon(self._update_follower)
         self.disconnect_reason: str | None = None
 
         self._qmp: _QMP | None = None
@@ -128,11 +113,11 @@ class BalloonClient:
         self._subscribers: dict[int, Callable[[LabUpdate], None]] = {}
         self._sub_lock = threading.Lock()
         self._next_sub = 0
-        self._watch_task: asyncio.Task | None = None
+        self._follow_task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._refresh_meta = True
         self._last_raw: dict | None = None
-        self._replaying = False  # a virtual-clock advance is feeding reports from the trace: the watcher waits
+        self._replaying = False  # a virtual-clock advance is feeding reports from the trace: the follower waits
 
     # Connection ------------------------------------------------------------------------------------------------
     @property
@@ -140,7 +125,7 @@ class BalloonClient:
         return self._connected and self._qmp is not None and self._qmp.runstate == Runstate.RUNNING
 
     async def connect(self, timeout: float = 5.0) -> None:
-        """Connect, negotiate, find the balloon, read the basics; start watching if anyone wants updates."""
+        """Connect, negotiate, find the balloon, read the basics; start following if anyone wants updates."""
         if self.connected:
             return
         self._closing = False
@@ -153,7 +138,7 @@ class BalloonClient:
             cause = getattr(exc, "exc", None) or exc
             why = (f"no QMP greeting within {timeout:g} s" if isinstance(cause, asyncio.TimeoutError)
                    else str(cause) or type(cause).__name__)
-            raise BalloonDisconnected(
+            raise BalloonDisconnectedError(
                 f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
                 "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "
                 "holding the socket's only connection?") from None
@@ -167,7 +152,7 @@ class BalloonClient:
         except BaseException:
             await self.disconnect()
             raise
-        self._update_watcher()
+        self._update_follower()
 
     async def _read_basics(self) -> None:
         greeting = self._qmp.greeting
@@ -184,7 +169,7 @@ class BalloonClient:
             self.ram_size = int(mem["base-memory"]) + int(mem.get("plugged-memory", 0))
         except QMPError:
             self.ram_size = None
-        await self.read_status()
+        await self.read_run_state()
         await self.read_interval()
         await self.read_actual()
         self._refresh_meta = False
@@ -193,7 +178,7 @@ class BalloonClient:
         if self._explicit_device:
             assert self.device_path is not None
             if not await self._is_balloon(self.device_path):
-                raise NoBalloonDevice(
+                raise NoBalloonDeviceError(
                     f"{self.device_path} is not a virtio-balloon device (it has no {INTERVAL_PROPERTY} property); "
                     "leave device_path out to let balloonlab find the balloon")
             self.devices = [self.device_path]
@@ -210,7 +195,7 @@ class BalloonClient:
                     if await self._is_balloon(path):
                         found.append(path)
         if not found:
-            raise NoBalloonDevice(
+            raise NoBalloonDeviceError(
                 f"QEMU at {self.socket_path} has no virtio-balloon device under /machine/peripheral or "
                 "/machine/peripheral-anon. Start it with -device virtio-balloon-pci,id=balloon0 (or hot-plug one: "
                 "device_add driver=virtio-balloon-pci id=balloon0).")
@@ -271,7 +256,7 @@ class BalloonClient:
         self._closing = True
         self._connected = False
         self._poke()
-        task, self._watch_task = self._watch_task, None
+        task, self._follow_task = self._follow_task, None
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
@@ -284,10 +269,10 @@ class BalloonClient:
 
     # Commands --------------------------------------------------------------------------------------------------
     async def execute(self, command: str, arguments: dict | None = None, timeout: float | None = None) -> Any:
-        """Run one QMP command; QMPError for QEMU's error reply, BalloonDisconnected for a lost QEMU."""
+        """Run one QMP command; QMPError for QEMU's error reply, BalloonDisconnectedError for a lost QEMU."""
         qmp = self._qmp
         if qmp is None or not self._connected or qmp.runstate != Runstate.RUNNING:
-            raise BalloonDisconnected(self.disconnected_message())
+            raise BalloonDisconnectedError(self.disconnected_message())
         timeout = self.command_timeout if timeout is None else timeout
         try:
             result = await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
@@ -295,9 +280,9 @@ class BalloonClient:
             raise QMPError(exc.error_class, exc.error.error.desc, command) from None
         except (ExecInterruptedError, StateError, EOFError, ConnectionError, BrokenPipeError) as exc:
             self.disconnect_reason = self.disconnect_reason or f"{type(exc).__name__}: {exc}"
-            raise BalloonDisconnected(self.disconnected_message()) from None
+            raise BalloonDisconnectedError(self.disconnected_message()) from None
         except asyncio.TimeoutError:
-            raise BalloonDisconnected(
+            raise BalloonDisconnectedError(
                 f"QEMU at {self.socket_path} did not answer {command!r} within {timeout:g} s (is it stopped with "
                 "SIGSTOP, or stuck?)") from None
         if command == "balloon" and isinstance((arguments or {}).get("value"), int):
@@ -334,9 +319,9 @@ class BalloonClient:
         await self.execute("balloon", {"value": size})
         self._poke()
 
-    async def read_status(self) -> dict:
+    async def read_run_state(self) -> dict:
         st = await self.execute("query-status")
-        self.status = st.get("status")
+        self.run_state = st.get("status")
         self.running = bool(st.get("running"))
         return st
 
@@ -361,10 +346,10 @@ class BalloonClient:
         return self._demand() and TRACE in self.commands
 
     async def begin_replay(self) -> tuple[int, float]:
-        """Pause the watcher's stats reads and return (trace cursor, longest chunk in seconds)."""
+        """Pause the follower's stats reads and return (trace cursor, longest chunk in seconds)."""
         interval = await self.read_interval()
         cursor = (await self.execute(TRACE, {"path": self.device_path, "since": 2**63 - 1}))["next"]
-        self._replaying = True  # only once both reads worked: a failure here must not pause the watcher for good
+        self._replaying = True  # only once both reads worked: a failure here must not pause the follower for good
         return cursor, (REPLAY_REPORTS * interval if interval > 0 else float("inf"))
 
     def end_replay(self) -> None:
@@ -421,9 +406,9 @@ class BalloonClient:
         self.history.add_event(event)
         name = event.get("event")
         if name == "STOP":
-            self.running, self.status = False, "paused"
+            self.running, self.run_state = False, "paused"
         elif name == "RESUME":
-            self.running, self.status = True, "running"
+            self.running, self.run_state = True, "running"
         elif name in ("RESET", "SHUTDOWN", "WAKEUP", "SUSPEND"):
             self._refresh_meta = True
         self._notify(LabUpdate("event", event=event))
@@ -433,26 +418,26 @@ class BalloonClient:
                 self._observe_actual(actual)
         self._poke()
 
-    # Subscriptions and the watcher -----------------------------------------------------------------------------
+    # Subscriptions and the follower -----------------------------------------------------------------------------
     def subscribe(self, callback: Callable[[LabUpdate], None]) -> Callable[[], None]:
         """Thread-safe; returns an idempotent unsubscribe function."""
         with self._sub_lock:
             key = self._next_sub
             self._next_sub += 1
             self._subscribers[key] = callback
-        _loop.call_soon(self._update_watcher)
+        _loop.call_soon(self._update_follower)
 
         def unsubscribe() -> None:
             with self._sub_lock:
                 self._subscribers.pop(key, None)
-            _loop.call_soon(self._update_watcher)
+            _loop.call_soon(self._update_follower)
 
         return unsubscribe
 
     @property
-    def watching(self) -> bool:
-        """True while the watcher task runs."""
-        return self._watch_task is not None and not self._watch_task.done()
+    def following(self) -> bool:
+        """True while the follower task runs."""
+        return self._follow_task is not None and not self._follow_task.done()
 
     def _demand(self) -> bool:
         return bool(self._subscribers) or self.history.enabled
@@ -470,10 +455,10 @@ class BalloonClient:
         if self._wake is not None:
             self._wake.set()
 
-    def _update_watcher(self) -> None:
-        """On the loop: start the watcher when wanted and connected; a running one exits by itself."""
-        if self._demand() and self.connected and not self.watching:
-            self._watch_task = _loop.spawn(self._watch(), "balloonlab-watch")
+    def _update_follower(self) -> None:
+        """On the loop: start the follower when wanted and connected; a running one exits by itself."""
+        if self._demand() and self.connected and not self.following:
+            self._follow_task = _loop.spawn(self._follow(), "balloonlab-follow")
         else:
             self._poke()
 
@@ -482,7 +467,7 @@ class BalloonClient:
             return SLOWEST
         return min(SLOWEST, max(FASTEST, self.interval / 2))
 
-    async def _watch(self) -> None:
+    async def _follow(self) -> None:
         loop = asyncio.get_running_loop()
         next_meta = loop.time() + META_PERIOD
         wake = self._wake
@@ -493,24 +478,24 @@ class BalloonClient:
                 if self._refresh_meta or loop.time() >= next_meta:
                     if self._refresh_meta:
                         self._refresh_meta = False
-                        await self.read_status()
+                        await self.read_run_state()
                         await self.read_actual()
                     await self.read_interval()
                     next_meta = loop.time() + META_PERIOD
                 if not self._replaying:
                     await self.read_stats()
-            except BalloonDisconnected as exc:
+            except BalloonDisconnectedError as exc:
                 if not self.connected:
-                    return  # the monitor reports the lost connection; reconnect() starts a new watcher
-                log.warning("balloonlab watcher: %s", exc)  # a slow or frozen QEMU: keep watching
+                    return  # the monitor reports the lost connection; reconnect() starts a new follower
+                log.warning("balloonlab follower: %s", exc)  # a slow or frozen QEMU: keep following
             except QMPError as exc:  # e.g. the device was unplugged: say so once per period, keep going
-                log.warning("balloonlab watcher: %s", exc)
+                log.warning("balloonlab follower: %s", exc)
             except Exception:  # a surprise in one reading must not end live updates for good
-                log.exception("balloonlab watcher: unexpected error, continuing")
+                log.exception("balloonlab follower: unexpected error, continuing")
             try:
                 await asyncio.wait_for(wake.wait(), self._stats_period())
             except asyncio.TimeoutError:
                 pass
 
 
-__all__ = ["BalloonClient", "LabUpdate", "UPDATE_KINDS", "PERIPHERAL_CONTAINERS"]
+__all__ = ["BalloonClient", "PERIPHERAL_CONTAINERS"]
