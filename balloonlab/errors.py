@@ -25,6 +25,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- GuestImageError             the tiny guest image could not be built or found
     +-- GuestExecError              a command in a live guest failed
     +-- JupyterLabError             balloonlab lab cannot start JupyterLab
+    +-- LibvirtError                libvirt refused a call (its code and message verbatim)
 """
 
 from __future__ import annotations
@@ -119,6 +120,20 @@ class JupyterLabError(BalloonError):
     """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
 
 
+class LibvirtError(BalloonError):
+    """libvirt refused a call of the libvirt backend (``balloonlab.connect("qemu:///system", domain=...)``).
+
+    ``code`` is libvirt's ``virErrorNumber`` (``libvirt.VIR_ERR_*``) and ``libvirt_message`` its message, verbatim,
+    as :class:`QMPError` keeps QEMU's.  A lost libvirtd or a domain that is gone is
+    :class:`BalloonDisconnectedError` instead (``lab.reconnect()`` gets it back).
+    """
+
+    def __init__(self, message: str, code: int | None = None, libvirt_message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.libvirt_message = libvirt_message
+
+
 # Older names, kept so existing notebooks and scripts keep working.
 BalloonDisconnected = BalloonDisconnectedError
 NoBalloonDevice = NoBalloonDeviceError
@@ -139,6 +154,7 @@ __all__ = [
     "GuestImageError",
     "GuestExecError",
     "JupyterLabError",
+    "LibvirtError",
     "BalloonDisconnected",
     "NoBalloonDevice",
     "VirtualClockRequired",

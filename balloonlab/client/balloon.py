@@ -16,16 +16,18 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine, TypeVar
 
 from . import loop as _loop
+from .backend import BalloonBackend
 from .connection import ADVANCE, TRACE, BalloonClient
 from .updates import LabUpdate
 from .doctor import Diagnosis, diagnose
-from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackendError,
-                     VirtualClockRequiredError)
+from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionError, InvalidValueError, QMPError,
+                     UnsupportedBackendError, VirtualClockRequiredError)
 from .history import History
 from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_size
@@ -33,7 +35,7 @@ from ..units import format_size, parse_duration, parse_size
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
 
-BACKENDS = ("emulated", "live", "connected")
+BACKENDS = ("emulated", "live", "connected", "libvirt")
 STATUS, GUEST = "x-balloonlab-status", "x-balloonlab-guest"
 
 
@@ -79,7 +81,7 @@ class VirtioState:
         return self._full(name) in self.guest_feature_names
 
 
-def _release(client: BalloonClient, emulator: Any, vm: Any, timeout: float) -> None:
+def _release(client: BalloonBackend, emulator: Any, vm: Any, timeout: float) -> None:
     """Disconnect and stop what the lab started.  Must not reference the Balloon (it runs from its finalizer)."""
     if _loop.in_loop_thread():  # closed from a subscribe callback: do it in the background, never block the loop
         threading.Thread(target=_release, args=(client, emulator, vm, timeout), daemon=True).start()
@@ -87,7 +89,7 @@ def _release(client: BalloonClient, emulator: Any, vm: Any, timeout: float) -> N
     try:
         _loop.run(client.disconnect(notify="the lab was closed (lab.close())"), timeout)
     except Exception as exc:
-        log.warning("balloonlab: disconnecting from %s: %r", client.socket_path, exc)
+        log.warning("balloonlab: disconnecting from %s: %r", client.address, exc)
     if emulator is not None:
         try:
             _loop.run(emulator.stop(), timeout)
@@ -101,18 +103,23 @@ def _release(client: BalloonClient, emulator: Any, vm: Any, timeout: float) -> N
 
 
 class Balloon:
-    """One VM's balloon device, reached over QMP.  Build it with :func:`emulate`, :func:`connect` or
-    :func:`launch`."""
+    """One VM's balloon device, reached over QMP or libvirt.  Build it with :func:`emulate`, :func:`connect` or
+    :func:`launch`.
 
-    def __init__(self, socket_path: str, *, backend: str = "connected", device_path: str | None = None,
-                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None) -> None:
+    ``client``: what reaches the device (``client/backend.py``); by default a held QMP connection to
+    ``socket_path``.
+    """
+
+    def __init__(self, socket_path: str = "", *, backend: str = "connected", device_path: str | None = None,
+                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
+                 client: BalloonBackend | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
         self.backend = backend
         self.timeout = timeout
         self._emulator = emulator
         self._vm = vm
-        self._client = BalloonClient(socket_path, device_path, command_timeout=timeout)
+        self._client: BalloonBackend = client or BalloonClient(socket_path, device_path, command_timeout=timeout)
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
@@ -134,7 +141,7 @@ class Balloon:
             return _loop.run(coro, timeout + 1.0)
         except TimeoutError:
             raise BalloonDisconnectedError(
-                f"no answer from QEMU at {self.socket_path} within {timeout:g} s") from None
+                f"no answer from {self._client.address} within {timeout:g} s") from None
 
     def _has(self, command: str) -> bool:
         return command in self._client.commands
@@ -211,7 +218,12 @@ class Balloon:
         Arguments whose names are not Python identifiers go in a dict: ``lab.qmp("cmd", {"a-b": 1})``.
         """
         args = dict(_arguments or {}, **arguments)
-        result = self._run(self._client.execute(command, args or None))
+        try:
+            result = self._run(self._client.execute(command, args or None))
+        finally:
+            notice = self._client.take_notice()  # e.g. libvirt's passthrough taints the domain: said once
+            if notice:
+                warnings.warn(notice, UserWarning, stacklevel=2)
         if command in ("qom-set", "cont", "stop", "system_reset", "balloon"):
             self._client._refresh_meta = True
             _loop.call_soon(self._client._poke)
@@ -292,7 +304,7 @@ class Balloon:
         """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over."""
         if self._closed:
             raise BalloonDisconnectedError("this lab is closed; start a new one")
-        if not os.path.exists(self.socket_path):
+        if self.socket_path and not os.path.exists(self.socket_path):
             # Nothing to reconnect to: keep the connection we have (it is a file descriptor, not the path).
             kept = "; the current connection is kept" if self.connected else ""
             raise BalloonDisconnectedError(
@@ -316,6 +328,17 @@ class Balloon:
         self.close()
 
     # Additions (not in iface.md; for magics, widgets and people) ----------------------------------------------
+    @property
+    def host_rss(self) -> int:
+        """Bytes of host memory the VM really holds (libvirt's ``rss``: the QEMU process's resident set)."""
+        return self._run(self._client.read_host_rss())
+
+    @property
+    def exclusive(self) -> bool:
+        """False for ``connect(path, exclusive=False)``: the socket is held only during each call, so no events
+        arrive and live views poll (``client/shared.py``)."""
+        return getattr(self._client, "exclusive", True)
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -386,16 +409,16 @@ class Balloon:
             "devices": self.devices, "qemu_version": self.qemu_version, "ram_size": self.ram_size,
             "polling_interval": self.polling_interval, "actual": self.actual, "run_state": self.run_state,
             "virtual_clock": self._has(ADVANCE) and self._virtual_clock(), "following": self.following,
-            "history_samples": len(self.history), "events": len(self._client.events),
+            "history_samples": len(self.history), "events": len(self._client.events_snapshot()),
         }
 
     def __repr__(self) -> str:
         if self._closed:
-            return f"<Balloon {self.backend} (closed) {self.socket_path}>"
+            return f"<Balloon {self.backend} (closed) {self._client.address}>"
         state = "connected" if self._client.connected else "disconnected"
         ram = format_size(self._client.ram_size) if self._client.ram_size else "?"
         return (f"<Balloon {self.backend} {state} QEMU {self.qemu_version or '?'} RAM {ram} "
-                f"{self.device_path} via {self.socket_path}>")
+                f"{self.device_path} via {self._client.address}>")
 
     # Helpers ---------------------------------------------------------------------------------------------------
     def _require(self, command: str, what: str) -> None:
@@ -433,9 +456,30 @@ class Balloon:
 
 
 # Constructors --------------------------------------------------------------------------------------------------
-def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
-    """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
-    return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
+def connect(path: str, *, domain: str | None = None, exclusive: bool = True, device_path: str | None = None,
+            history: bool = False, timeout: float = 10.0) -> Balloon:
+    """A lab on any QMP unix socket (a live QEMU, ``-qmp unix:PATH,server=on,wait=off``, or `balloonlab emulate`),
+    or on a libvirt domain: ``connect("qemu:///system", domain="web1")`` (any libvirt URI, remote ones too).
+
+    ``exclusive=False`` opens the socket for each call and releases it at once, for sockets the VM's manager uses
+    too (Proxmox: ``/var/run/qemu-server/ID.qmp``); no events arrive then, see ``client/shared.py``.
+    """
+    path = str(path)
+    if domain is not None or "://" in path:
+        if domain is None:
+            raise InvalidValueError(f"{path} is a libvirt URI: name the VM too, connect({path!r}, domain='NAME')")
+        from .libvirt_client import LibvirtClient
+        from .libvirt_host import LibvirtHost
+
+        host = LibvirtHost.open(path, timeout=timeout)
+        client: BalloonBackend = LibvirtClient(host, domain, owns_host=True, command_timeout=timeout)
+        return Balloon(backend="libvirt", history=history, timeout=timeout, client=client)
+    if not exclusive:
+        from .shared import SharedSocketClient
+
+        shared = SharedSocketClient(path, device_path, command_timeout=timeout)
+        return Balloon(path, backend="connected", history=history, timeout=timeout, client=shared)
+    return Balloon(path, backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
 def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",

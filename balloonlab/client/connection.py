@@ -37,7 +37,7 @@ from qemu.qmp.protocol import ConnectError, Runstate, StateError
 from qemu.qmp.qmp_client import ExecInterruptedError, ExecuteError
 
 from . import loop as _loop
-from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError
+from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError, UnsupportedBackendError
 from .history import History
 from .updates import LabUpdate
 from ..stats import UNSET, GuestStats, stats_for_version
@@ -120,6 +120,11 @@ class BalloonClient:
         self._replaying = False  # a virtual-clock advance is feeding reports from the trace: the follower waits
 
     # Connection ------------------------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """Where this client reaches its VM, for messages: the QMP socket path."""
+        return self.socket_path
+
     @property
     def connected(self) -> bool:
         return self._connected and self._qmp is not None and self._qmp.runstate == Runstate.RUNNING
@@ -318,6 +323,16 @@ class BalloonClient:
     async def set_target(self, size: int) -> None:
         await self.execute("balloon", {"value": size})
         self._poke()
+
+    async def read_host_rss(self) -> int:
+        """Host memory the VM holds.  QMP cannot tell (QEMU does not report its own RSS); the libvirt backend can."""
+        raise UnsupportedBackendError(
+            f"host_rss needs the VM's host side, which QMP does not report ({self.socket_path}); a libvirt lab "
+            "(balloonlab.connect('qemu:///system', domain=...)) has it")
+
+    def take_notice(self) -> str | None:
+        """Nothing to tell the user: a QMP client has no side effects to confess (see ``LibvirtClient``)."""
+        return None
 
     async def read_run_state(self) -> dict:
         st = await self.execute("query-status")
