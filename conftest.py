@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.qemu",
     "tests.fixtures.emulator",
     "tests.fixtures.jupyter",
+    "tests.fixtures.libvirt",
 ]

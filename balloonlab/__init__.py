@@ -31,6 +31,9 @@ _LAZY = {
     "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
     "LabUpdate": ("balloonlab.client.updates", "LabUpdate"),
     "VirtioState": ("balloonlab.client.balloon", "VirtioState"),
+    "fleet": ("balloonlab.client.fleet", "fleet"),
+    "Fleet": ("balloonlab.client.fleet", "Fleet"),
+    "HostUsage": ("balloonlab.client.fleet", "HostUsage"),
 }
 
 
@@ -75,6 +78,9 @@ __all__ = [
     "BalloonPanel",
     "LabUpdate",
     "VirtioState",
+    "fleet",
+    "Fleet",
+    "HostUsage",
     "load_ipython_extension",
     "unload_ipython_extension",
     *_errors.__all__,

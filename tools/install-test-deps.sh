@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine: QEMU, busybox and cpio for the live
-# backend's tiny guest, Chromium for the browser tests (Debian's: nothing is downloaded by Playwright), and
-# balloonlab with its test extras in .venv.  Then it builds the tiny guest image into the cache.
+# backend's tiny guest, Chromium for the browser tests (Debian's: nothing is downloaded by Playwright), libvirt's
+# daemon, QEMU driver and headers (the libvirt backend's tests start private libvirtd instances; libvirt-python
+# builds against libvirt-dev with pkg-config and gcc), and balloonlab with its test extras in .venv.  Then it
+# builds the tiny guest image into the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +12,14 @@ if command -v apt-get >/dev/null 2>&1; then
     [ "$(id -u)" = 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-        qemu-system-x86 busybox-static cpio debootstrap chromium fonts-dejavu-core ca-certificates >/dev/null
+        qemu-system-x86 busybox-static cpio debootstrap chromium fonts-dejavu-core ca-certificates \
+        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config gcc >/dev/null
+    # libvirtd (as root) looks its QEMU user up before it reads qemu.conf; Debian's libvirt-daemon-system would
+    # create it, but that package wants systemd, polkit and firewalld.  Create the same user and groups.
+    getent group kvm >/dev/null || $SUDO groupadd --system kvm
+    getent group libvirt-qemu >/dev/null || $SUDO groupadd --system libvirt-qemu
+    id libvirt-qemu >/dev/null 2>&1 || $SUDO useradd --system --gid kvm --home-dir /var/lib/libvirt \
+        --no-create-home --shell /usr/sbin/nologin libvirt-qemu
 fi
 
 PYTHON=${PYTHON:-python3}

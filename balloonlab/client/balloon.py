@@ -334,6 +334,11 @@ class Balloon:
         return self._run(self._client.read_host_rss())
 
     @property
+    def name(self) -> str | None:
+        """The VM's name where it has one (a libvirt domain's), else None."""
+        return getattr(self._client, "domain_name", None)
+
+    @property
     def exclusive(self) -> bool:
         """False for ``connect(path, exclusive=False)``: the socket is held only during each call, so no events
         arrive and live views poll (``client/shared.py``)."""

@@ -1,0 +1,139 @@
+"""``balloonlab.fleet(uri_or_uris)``: every running libvirt domain with a balloon, on one host or several.
+
+A fleet has the emulated host's shape (``balloonlab.emulate_host``): ``vms`` (one ``Balloon`` lab per VM, libvirt
+backend), ``fleet["web1"]``, ``usage()`` and ``close()``, so the fleet panel and the policy lab take either.  Several
+hosts are just several libvirt URIs (``qemu+ssh://a/system``): libvirt's remote transport is how balloonlab grows
+past one machine.  Every lab of a host shares that host's one connection (``client/libvirt_host.py``).
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+from .balloon import Balloon
+from .libvirt_client import LibvirtClient
+from .libvirt_host import LibvirtHost, require_libvirt
+from ..errors import BalloonError, InvalidValueError
+
+
+@dataclass(frozen=True)
+class HostUsage:
+    """Host memory at one moment, in bytes (summed over a fleet's hosts).
+
+    ``used`` is what the host's programs hold (total - free - buffers - page cache, as ``free`` counts it),
+    ``swap_used`` None where the source does not say (libvirt's node memory stats have no swap), ``rss`` the sum
+    of the VMs' resident memory on their hosts.
+    """
+
+    total: int
+    used: int
+    free: int
+    swap_used: int | None
+    rss: int
+
+
+class Fleet:
+    """The balloons of every running domain on some libvirt hosts.  Build it with :func:`fleet`."""
+
+    def __init__(self, hosts: list[LibvirtHost], *, history: bool = False, timeout: float = 10.0) -> None:
+        self.hosts = hosts
+        self.timeout = timeout
+        self.history = history
+        self.vms: list[Balloon] = []
+        #: Domains found but left out, and why (no balloon, not running): ``{"host uri/name": reason}``.
+        self.skipped: dict[str, str] = {}
+        try:
+            self.refresh()
+        except BaseException:
+            for lab in self.vms:
+                lab.close()
+            raise
+
+    def refresh(self) -> None:
+        """Look for domains started since (labs already open are kept; domains that went away are dropped)."""
+        libvirt = require_libvirt()
+        known = {(lab._client.host, lab._client.domain_name) for lab in self.vms  # type: ignore[attr-defined]
+                 if not lab.closed}
+        self.vms = [lab for lab in self.vms if not lab.closed and lab.connected]
+        self.skipped = {}
+        for host in self.hosts:
+            for dom in host.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                name = dom.name()
+                if (host, name) in known:
+                    continue
+                balloon = ET.fromstring(dom.XMLDesc(0)).find("./devices/memballoon")
+                if balloon is None or balloon.get("model") in (None, "none"):
+                    self.skipped[f"{host.uri}/{name}"] = "no balloon device"
+                    continue
+                client = LibvirtClient(host, name, owns_host=False, command_timeout=self.timeout)
+                try:
+                    self.vms.append(Balloon(backend="libvirt", history=self.history, timeout=self.timeout,
+                                            client=client))
+                except BalloonError as exc:
+                    self.skipped[f"{host.uri}/{name}"] = str(exc)
+
+    @property
+    def names(self) -> list[str]:
+        return [lab.name or "?" for lab in self.vms]
+
+    def __getitem__(self, name: str) -> Balloon:
+        matches = [lab for lab in self.vms if lab.name == name]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise KeyError(f"no VM {name!r} in this fleet; it has {', '.join(self.names) or 'none'}")
+        raise KeyError(f"{len(matches)} VMs are called {name!r} (on different hosts); pick one from fleet.vms")
+
+    def __iter__(self) -> Iterator[Balloon]:
+        return iter(self.vms)
+
+    def __len__(self) -> int:
+        return len(self.vms)
+
+    def usage(self) -> HostUsage:
+        """Memory of the fleet's hosts (libvirt's node memory stats, KiB made bytes) and its VMs' host RSS."""
+        total = used = free = 0
+        for host in self.hosts:
+            node = host.node_memory()
+            total += node["total"] * 1024
+            free += node["free"] * 1024
+            used += (node["total"] - node["free"] - node.get("buffers", 0) - node.get("cached", 0)) * 1024
+        rss = sum(lab.host_rss for lab in self.vms)
+        return HostUsage(total=total, used=used, free=free, swap_used=None, rss=rss)
+
+    def close(self) -> None:
+        """Close every lab, then every host connection.  Idempotent."""
+        for lab in self.vms:
+            lab.close()
+        for host in self.hosts:
+            host.close()
+
+    def __enter__(self) -> "Fleet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Fleet {len(self.vms)} VMs on {len(self.hosts)} host(s): {', '.join(self.names)}>"
+
+
+def fleet(uris: str | Sequence[str], *, history: bool = False, timeout: float = 10.0) -> Fleet:
+    """Every running domain with a balloon on these libvirt hosts (one URI or a list: ``qemu+ssh://a/system``)."""
+    uri_list = [uris] if isinstance(uris, str) else list(uris)
+    if not uri_list:
+        raise InvalidValueError("fleet() needs at least one libvirt URI, e.g. 'qemu:///system'")
+    hosts: list[LibvirtHost] = []
+    try:
+        for uri in uri_list:
+            hosts.append(LibvirtHost.open(uri, timeout=timeout))
+        return Fleet(hosts, history=history, timeout=timeout)
+    except BaseException:
+        for host in hosts:
+            host.close()
+        raise
+
+
+__all__ = ["Fleet", "HostUsage", "fleet"]

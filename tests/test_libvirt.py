@@ -1,0 +1,252 @@
+"""The libvirt backend against a real libvirtd (private, started by the fixture) running the tiny guest.
+
+The same checks as on QEMU: stats (same GuestStats keys, libvirt's names and KiB mapped back), the polling
+interval, the target and BALLOON_CHANGE, host RSS, raw QMP through libvirt's passthrough, doctor and history; a
+fleet over two libvirt connections; and the bad conditions (no balloon, a domain that goes away, libvirtd
+restarted, libvirtd not running, libvirt-python missing).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import pytest
+
+import balloonlab
+from balloonlab.client.libvirt_client import stats_from_libvirt
+from balloonlab.errors import (BalloonDisconnectedError, InvalidValueError, LibvirtError, NoBalloonDeviceError,
+                               QMPError)
+from balloonlab.stats import STATS
+from tests.helpers import clean_loop, wait_for, wait_until  # noqa: F401  (clean_loop: autouse)
+
+pytestmark = [pytest.mark.libvirt, pytest.mark.qemu, pytest.mark.slow]
+
+MiB = 1024 * 1024
+BASE_KEYS = [s.key for s in STATS if s.since <= (3, 0)]
+
+
+@pytest.fixture(scope="module")
+def web1(libvirtd):
+    """A running domain with a balloon (256 MiB, stats every 2 s), shared by the module; left as found."""
+    libvirtd.define_vm("web1", memory_mib=256)
+    return libvirtd
+
+
+@pytest.fixture
+def lab(web1):
+    lab = balloonlab.connect(web1.uri, domain="web1")
+    yield lab
+    lab.close()
+
+
+def _libvirt_dom(daemon, name):
+    import libvirt
+
+    conn = libvirt.open(daemon.uri)
+    return conn, conn.lookupByName(name)
+
+
+# Stats, names and units -----------------------------------------------------------------------------------------
+def test_libvirt_names_map_back_to_qemu_names_and_bytes():
+    raw = stats_from_libvirt({"actual": 262144, "unused": 100, "available": 200, "usable": 150, "swap_in": 3,
+                              "minor_fault": 7, "last_update": 1700000000, "rss": 5})
+    stats = raw["stats"]
+    assert stats["stat-free-memory"] == 100 * 1024  # unused
+    assert stats["stat-total-memory"] == 200 * 1024  # available (sic)
+    assert stats["stat-available-memory"] == 150 * 1024  # usable
+    assert stats["stat-swap-in"] == 3 * 1024  # bytes in QEMU, KiB in libvirt
+    assert stats["stat-minor-faults"] == 7  # a count: no unit to convert
+    assert stats["stat-disk-caches"] == 2**64 - 1  # not reported: unset, as QEMU says it
+    assert raw["last-update"] == 1700000000
+
+
+def test_a_libvirt_lab_reads_the_same_stats_as_qemu_sends(lab):
+    assert lab.backend == "libvirt"
+    assert lab.name == "web1"
+    assert lab.device_path == "/machine/peripheral/balloon0"
+    assert lab.ram_size == 256 * MiB
+    # The same report through libvirt's API and through QMP (libvirt's passthrough): equal, key by key.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(20):
+            via_libvirt = lab.stats()
+            via_qmp = lab.qmp("qom-get", path=lab.device_path, property="guest-stats")
+            if via_qmp["last-update"] == int(via_libvirt.last_update.timestamp()):
+                break
+        else:
+            pytest.fail("libvirt and QMP never showed the same report")
+    assert list(via_libvirt) == BASE_KEYS
+    for key in BASE_KEYS:
+        qmp_value = via_qmp["stats"]["stat-" + key]
+        # libvirt shows bytes in KiB: what QEMU sends, rounded down to a KiB
+        expected = None if qmp_value == 2**64 - 1 else (qmp_value // 1024 * 1024 if key in (
+            "swap-in", "swap-out", "free-memory", "total-memory", "available-memory", "disk-caches") else qmp_value)
+        assert via_libvirt[key] == expected, key
+    assert 0 < via_libvirt["free-memory"] < via_libvirt["total-memory"] <= 256 * MiB
+
+
+def test_polling_interval_is_read_and_set_through_libvirt(lab, web1):
+    assert lab.polling_interval == 2
+    try:
+        lab.polling_interval = 5
+        assert lab.polling_interval == 5
+        conn, dom = _libvirt_dom(web1, "web1")
+        try:
+            assert "period='5'" in dom.XMLDesc(0)
+        finally:
+            conn.close()
+        with pytest.raises(InvalidValueError):
+            lab.polling_interval = "often"  # type: ignore[assignment]
+    finally:
+        lab.polling_interval = 2
+
+
+def test_set_target_moves_actual_and_libvirt_sends_balloon_change(lab):
+    try:
+        lab.set_target("200M")
+        assert lab.target == 200 * MiB
+        assert wait_until(lambda: lab.actual == 200 * MiB, timeout=30)
+        change = wait_for(lambda: [e for e in lab.events if e["event"] == "BALLOON_CHANGE"
+                                   and e["data"]["actual"] == 200 * MiB], "BALLOON_CHANGE to 200 MiB")
+        assert set(change[-1]) == {"timestamp", "event", "data"}
+        with pytest.raises(LibvirtError) as err:
+            lab.set_target("1G")  # above the domain's maximum: libvirt's words
+        assert err.value.code is not None and "max" in err.value.libvirt_message.lower()
+    finally:
+        lab.set_target("256M")
+        assert wait_until(lambda: lab.actual == 256 * MiB, timeout=30)
+
+
+def test_host_rss_is_libvirts_rss_in_bytes(lab):
+    rss = lab.host_rss
+    assert 32 * MiB < rss < 1024 * MiB  # a 256 MiB TCG guest plus QEMU itself
+
+
+def test_raw_qmp_passes_through_libvirt_and_says_once_that_it_taints(lab):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert lab.qmp("query-balloon") == {"actual": lab.actual}
+        assert lab.qmp("qom-get", path=lab.device_path, property="guest-stats-polling-interval") == 2
+        with pytest.raises(QMPError) as err:
+            lab.qmp("no-such-command")
+    assert err.value.error_class == "CommandNotFound"
+    assert err.value.desc == "The command no-such-command has not been found"
+    taint = [w for w in seen if "tainted" in str(w.message)]
+    assert len(taint) == 1
+
+
+def test_doctor_and_history_work_on_a_libvirt_lab(web1):
+    lab = balloonlab.connect(web1.uri, domain="web1", history=True)
+    try:
+        assert lab.doctor().ok
+        assert wait_until(lambda: len(lab.history) >= 2, timeout=20)  # two reports, 2 s apart
+        latest = lab.history.latest()
+        assert latest is not None and latest["total-memory"] == lab.stats()["total-memory"]
+        assert latest["interval"] == 2
+    finally:
+        lab.close()
+
+
+# Fleet ------------------------------------------------------------------------------------------------------------
+def test_a_fleet_over_two_libvirt_connections_shows_both_hosts_vms(web1, second_libvirtd):
+    second_libvirtd.define_vm("db1", memory_mib=200)
+    second_libvirtd.define_vm("noballoon", memory_mib=64, balloon=False)
+    fleet = balloonlab.fleet([web1.uri, second_libvirtd.uri])
+    try:
+        assert sorted(fleet.names) == ["db1", "web1"]
+        assert any(key.endswith("/noballoon") for key in fleet.skipped)
+        assert fleet["db1"].backend == "libvirt"
+        assert fleet["db1"].ram_size == 200 * MiB
+        assert fleet["web1"].stats()["total-memory"] > 0
+        usage = fleet.usage()
+        assert usage.total > 0 and 0 < usage.free <= usage.total and 0 <= usage.used <= usage.total
+        assert usage.rss > 64 * MiB  # two guests' QEMU processes
+        with pytest.raises(KeyError, match="db1"):
+            fleet["nope"]
+    finally:
+        fleet.close()
+    assert all(vm.closed for vm in fleet.vms)
+
+
+# Bad conditions ---------------------------------------------------------------------------------------------------
+def test_a_domain_without_balloon_is_a_clear_error(libvirtd):
+    libvirtd.define_vm("bare", memory_mib=64, balloon=False)
+    with pytest.raises(NoBalloonDeviceError, match="memballoon model='virtio'"):
+        balloonlab.connect(libvirtd.uri, domain="bare")
+
+
+def test_an_unknown_domain_names_the_running_ones(web1):
+    with pytest.raises(BalloonDisconnectedError, match="web1"):
+        balloonlab.connect(web1.uri, domain="nosuchvm")
+
+
+def test_a_domain_that_disappears_mid_watch_disconnects_the_lab_and_reconnect_brings_it_back(libvirtd):
+    libvirtd.define_vm("brief", memory_mib=128)
+    lab = balloonlab.connect(libvirtd.uri, domain="brief")
+    try:
+        updates = []
+        lab.subscribe(updates.append)
+        conn, dom = _libvirt_dom(libvirtd, "brief")
+        try:
+            dom.destroy()
+        finally:
+            conn.close()
+        assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), timeout=20)
+        with pytest.raises(BalloonDisconnectedError, match="reconnect"):
+            lab.stats()
+        with pytest.raises(BalloonDisconnectedError, match="brief"):
+            lab.reconnect()
+        libvirtd.define_vm("brief", memory_mib=128)
+        lab.reconnect()
+        assert lab.stats().last_update is not None
+    finally:
+        lab.close()
+
+
+def test_libvirtd_restarted_under_a_connected_lab_is_a_clear_error_then_reconnect_works(web1):
+    lab = balloonlab.connect(web1.uri, domain="web1")
+    try:
+        updates = []
+        lab.subscribe(updates.append)
+        web1.restart_libvirtd()
+        assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), timeout=30)
+        with pytest.raises(BalloonDisconnectedError, match="libvirt"):
+            lab.polling_interval
+        lab.reconnect()
+        assert lab.polling_interval == 2
+        assert lab.stats()["total-memory"] > 0
+    finally:
+        lab.close()
+
+
+def test_libvirtd_not_running_says_what_to_start(tmp_path, libvirt_available):
+    start = time.monotonic()
+    with pytest.raises(BalloonDisconnectedError, match="Is libvirtd running"):
+        balloonlab.connect(f"qemu:///system?socket={tmp_path}/none", domain="web1", timeout=5)
+    assert time.monotonic() - start < 30  # no hang (the bound is generous: the error itself is immediate)
+
+
+def test_an_unreachable_host_gives_up_at_the_timeout(libvirt_available):
+    # 192.0.2.0/24 is TEST-NET-1: never routed.  Either the network says so at once or the timeout ends the wait.
+    with pytest.raises(BalloonDisconnectedError) as err:
+        balloonlab.connect("qemu+tcp://192.0.2.1/system", domain="web1", timeout=2)
+    assert "192.0.2.1" in str(err.value)
+
+
+def test_a_password_in_the_uri_is_never_shown(libvirt_available):
+    with pytest.raises(BalloonDisconnectedError) as err:
+        balloonlab.connect("qemu+tcp://admin:hunter2@192.0.2.1/system", domain="web1", timeout=2)
+    assert "hunter2" not in str(err.value) and "admin:***@192.0.2.1" in str(err.value)
+
+
+def test_libvirt_python_missing_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "libvirt", None)  # what `import libvirt` does when it is not installed
+    with pytest.raises(LibvirtError, match=r"pip install 'balloonlab\[libvirt\]'"):
+        balloonlab.connect("qemu:///system", domain="web1")
+
+
+def test_a_libvirt_uri_without_a_domain_is_refused():
+    with pytest.raises(InvalidValueError, match="domain="):
+        balloonlab.connect("qemu:///system")
