@@ -1,0 +1,104 @@
+"""``connect(path, exclusive=False)`` against real QEMU: the socket is free between calls, as a manager needs it.
+
+QEMU serves one client per QMP socket.  These tests show what that means for a second client (the VM's manager,
+here a plain ``qemu.qmp`` client or a raw socket): with the default lab it gets no greeting while the lab is
+connected; with ``exclusive=False`` it works between the lab's calls, and the lab waits its turn while the
+manager holds the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+import balloonlab
+from balloonlab.errors import BalloonDisconnectedError
+from tests.fixtures.qemu import qmp_run
+from tests.helpers import clean_loop, wait_until  # noqa: F401  (clean_loop: autouse)
+
+pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+
+
+def _greeting_within(path: str, timeout: float) -> bool:
+    """Whether a new client on ``path`` gets QEMU's greeting within ``timeout`` s."""
+    async def probe() -> bool:
+        reader, writer = await asyncio.open_unix_connection(path)
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout)
+            return b'"QMP"' in line
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    return asyncio.run(probe())
+
+
+@pytest.fixture
+def vm(live_vm):
+    yield live_vm
+    qmp_run(str(live_vm.qmp_socket), ("qom-set", {"path": "/machine/peripheral/balloon0",
+                                                  "property": "guest-stats-polling-interval", "value": 0}))
+
+
+def test_a_held_connection_locks_a_second_client_out(vm):
+    lab = balloonlab.connect(str(vm.qmp_socket))
+    try:
+        assert lab.exclusive
+        assert not _greeting_within(str(vm.qmp_socket), 1.0)  # connected at the socket level, but no greeting
+    finally:
+        lab.close()
+    assert _greeting_within(str(vm.qmp_socket), 5.0)
+
+
+def test_a_shared_lab_leaves_the_socket_to_a_second_client_between_its_calls(vm):
+    path = str(vm.qmp_socket)
+    lab = balloonlab.connect(path, exclusive=False)
+    try:
+        assert not lab.exclusive
+        assert lab.device_path == "/machine/peripheral/balloon0"
+        lab.polling_interval = 2
+        # The manager works between balloonlab's calls, and each side sees the other's change.
+        assert qmp_run(path, ("qom-get", {"path": lab.device_path,
+                                          "property": "guest-stats-polling-interval"})) == [2]
+        qmp_run(path, ("qom-set", {"path": lab.device_path, "property": "guest-stats-polling-interval",
+                                   "value": 3}))
+        assert lab.polling_interval == 3
+        assert wait_until(lambda: lab.stats().last_update is not None, timeout=30)
+        assert _greeting_within(path, 5.0)
+        assert lab.actual == 512 * 1024 * 1024
+    finally:
+        lab.close()
+
+
+def test_a_shared_lab_waits_while_the_manager_holds_the_socket_then_works(vm):
+    path = str(vm.qmp_socket)
+    lab = balloonlab.connect(path, exclusive=False, timeout=2)
+    try:
+        manager = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        manager.connect(path)
+        try:
+            assert b'"QMP"' in manager.recv(4096)  # QEMU now serves the manager
+            with pytest.raises(BalloonDisconnectedError, match="holds the socket"):
+                lab.polling_interval
+        finally:
+            manager.close()
+        assert lab.polling_interval == 0
+        assert lab.connected
+    finally:
+        lab.close()
+
+
+def test_a_shared_lab_whose_socket_is_gone_says_so(tmp_path, start_vm):
+    vm = start_vm()
+    lab = balloonlab.connect(str(vm.qmp_socket), exclusive=False, timeout=2)
+    try:
+        vm.stop()
+        with pytest.raises(BalloonDisconnectedError, match="gone"):
+            lab.stats()
+        assert not lab.connected
+    finally:
+        lab.close()
