@@ -250,3 +250,37 @@ def test_libvirt_python_missing_says_what_to_install(monkeypatch):
 def test_a_libvirt_uri_without_a_domain_is_refused():
     with pytest.raises(InvalidValueError, match="domain="):
         balloonlab.connect("qemu:///system")
+
+
+# Magics in a real kernel ------------------------------------------------------------------------------------------
+def test_balloon_connect_and_fleet_magics_in_a_kernel(web1, tmp_path):
+    nbclient = pytest.importorskip("nbclient")
+    from tests.fixtures.jupyter import make_notebook
+
+    nb = make_notebook([
+        "%load_ext balloonlab",
+        f"%balloon connect {web1.uri} web1",
+        "s = %balloon stats\nprint(list(s) == " + repr(BASE_KEYS) + ")",
+        "%balloon poll 3\ni = %balloon info\nprint(i.backend, i.polling_interval)",
+        "%balloon connect qemu:///system",
+        f"f = %balloon fleet {web1.uri}\nprint(f.names)",
+        "%balloon poll 2\n%unload_ext balloonlab\nprint(f.vms[0].closed)",
+    ])
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120, startup_timeout=60,
+                                     allow_errors=True, resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+
+    def text(i: int) -> str:
+        return "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in nb.cells[i].outputs
+                       if o.output_type in ("stream", "execute_result"))
+
+    def errors(i: int) -> list:
+        return [o for o in nb.cells[i].outputs if o.output_type == "error"]
+
+    assert text(1).startswith("<Balloon libvirt connected QEMU")
+    assert "True" in text(2)
+    assert text(3) == "polling every 3 s\nlibvirt 3\n"
+    usage = "".join(o.get("text", "") for o in nb.cells[4].outputs if o.output_type == "stream")
+    assert "UsageError: %balloon connect: name the VM: %balloon connect qemu:///system DOMAIN" in usage
+    assert "['web1']" in text(5)
+    assert "True" in text(6) and not errors(6)

@@ -55,6 +55,7 @@ class BalloonMagics(Magics):
         self._owned: list[Any] = []  #: labs these magics started (closed on replace and on unload)
         self.watches: list[StatsWatch] = []
         self.panels: list[Any] = []  #: BalloonPanels made by %balloon panel (closed on unload: they run a thread)
+        self.fleet: Any = None  #: the fleet %balloon fleet opened (it owns its labs; closed on replace and unload)
 
     # the current lab ----------------------------------------------------------------------------------------------
     def require_lab(self) -> Any:
@@ -148,7 +149,22 @@ class BalloonMagics(Magics):
                 self.close_lab(lab)
             except Exception as exc:  # unloading must go on; say what could not be closed
                 print(f"balloonlab: closing a lab failed: {exc}", file=sys.stderr)
+        self.close_fleet()
         self.lab = None
+
+    def close_fleet(self) -> None:
+        """Close the fleet %balloon fleet opened, with the watches and panels on its labs."""
+        fleet, self.fleet = self.fleet, None
+        if fleet is None:
+            return
+        for lab in fleet.vms:
+            for watch in [w for w in self.watches if w.lab is lab]:
+                watch.stop()
+                self.watches.remove(watch)
+            self.close_panels(lab)
+            if self.lab is lab:
+                self.lab = None
+        fleet.close()
 
     # %balloon -----------------------------------------------------------------------------------------------------
     @line_magic

@@ -156,17 +156,45 @@ def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
 @subcommand("connect")
 @magic_arguments(name="balloon connect")
-@argument("path", help="the QMP unix socket of a running QEMU (-qmp unix:PATH,server=on,wait=off)")
+@argument("path", help="the QMP unix socket of a running QEMU (-qmp unix:PATH,server=on,wait=off), or a libvirt "
+                       "URI (qemu:///system, qemu+ssh://HOST/system)")
+@argument("domain", nargs="?", default=None, help="with a libvirt URI: the domain (VM) name")
+@argument("--shared", action="store_true",
+          help="open the socket for each call and release it (exclusive=False): for sockets a manager such as "
+               "Proxmox uses too; no events, the watch polls")
 @_keep_doc
 def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
-    """Connect to a running QEMU (live, or `balloonlab emulate`) by its QMP socket and make it current."""
+    """Connect to a running QEMU by its QMP socket, or to a libvirt domain, and make it current."""
+    import balloonlab
+
+    if "://" in args.path:
+        if args.domain is None:
+            raise UsageError(f"%balloon connect: name the VM: %balloon connect {args.path} DOMAIN")
+        return magics.start_lab(lambda: balloonlab.connect(args.path, domain=args.domain))
+    if args.domain is not None:
+        raise UsageError(f"%balloon connect: {args.domain!r}: a domain goes with a libvirt URI (qemu:///system), "
+                         "not with a QMP socket")
     path = os.path.expanduser(args.path)
     if not os.path.exists(path):
         raise UsageError(f"%balloon connect: no such socket: {path} (start QEMU with -qmp unix:{path},server=on,"
                          "wait=off)")
+    return magics.start_lab(lambda: balloonlab.connect(path, exclusive=not args.shared))
+
+
+@subcommand("fleet")
+@magic_arguments(name="balloon fleet")
+@argument("uris", nargs="+", help="libvirt URIs of the hosts (qemu:///system, qemu+ssh://HOST/system)")
+@_keep_doc
+def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Every running libvirt domain with a balloon on these hosts; the first becomes the current lab."""
     import balloonlab
 
-    return magics.start_lab(lambda: balloonlab.connect(path))
+    fleet = balloonlab.fleet(args.uris)
+    magics.close_fleet()
+    magics.fleet = fleet
+    if fleet.vms:
+        magics.adopt_lab(fleet.vms[0])
+    return fleet
 
 
 @subcommand("launch")
@@ -328,7 +356,7 @@ def _interval_words(seconds: int) -> str:
 
 def _describe(lab: Any) -> str:
     try:
-        return f"{lab.backend} lab at {lab.socket_path}"
+        return f"{lab.backend} lab at {lab.socket_path or lab.name}"
     except Exception:  # a half-dead lab still deserves a name
         return "the lab"
 

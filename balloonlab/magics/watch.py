@@ -150,6 +150,8 @@ class StatsWatch:
             if not live:
                 self._state = "snapshot"
                 self._note = "live updates need a Jupyter front end; run %balloon stats to refresh"
+            elif not getattr(self.lab, "exclusive", True):  # client/shared.py: nothing is held between reads
+                self._note = "polling the shared QMP socket (exclusive=False): no events between reads"
             data, metadata = self.shell.display_formatter.format(self.view())
             self.shell.display_pub.publish(data=data, metadata=metadata, transient={"display_id": self.display_id})
         except BaseException:

@@ -178,6 +178,8 @@ class BalloonPanel(widgets.VBox):
             self.last_update.virtual_clock = self._virtual_clock
             info.append(f"emulated QEMU {esc(str(status.get('qemu-version', '')))}, guest "
                         f"<b>{esc(str(status.get('guest', '?')))}</b>, {esc(str(status.get('clock', '?')))} clock")
+        elif backend == "libvirt":
+            info.append(f"libvirt domain <b>{esc(str(getattr(lab, 'name', '?')))}</b>")
         else:
             info.append(esc(str(backend)))
         info.append(f"device <code>{esc(str(self._quietly(lambda: lab.device_path, '?')))}</code>")
@@ -210,13 +212,18 @@ class BalloonPanel(widgets.VBox):
         self._doctor_due = True
         self._refresh_doctor(ask_lab=True)
         if not self.status:
-            self._set_status("live: updates as the lab reports them", "ok")
+            if getattr(lab, "exclusive", True):
+                self._set_status("live: updates as the lab reports them", "ok")
+            else:  # client/shared.py: no connection between reads, so no events
+                self._set_status("polling: the QMP socket is shared (exclusive=False), so the panel reads the lab "
+                                 "every few seconds and sees no events between reads", "ok")
 
     def _read_run_state(self) -> None:
         """query-status (the pump's thread or the cell's, never the lab's loop): at start, and after a reconnect,
         where QEMU may have been restarted paused and no STOP event says so."""
-        run_state = self._quietly(lambda: self.lab.qmp("query-status"), {}) or {}
-        self._running, self._run_state = run_state.get("running"), run_state.get("status")
+        # lab.run_state, not raw QMP: on a libvirt lab raw QMP would taint the domain.
+        status = self._quietly(lambda: self.lab.run_state)
+        self._running, self._run_state = (None if status is None else status == "running"), status
 
     def _seed_plot(self, lab: Any) -> None:
         """Start the plot with what the lab's history already holds (if a watch recorded before)."""
