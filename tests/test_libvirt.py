@@ -284,3 +284,22 @@ def test_balloon_connect_and_fleet_magics_in_a_kernel(web1, tmp_path):
     assert "UsageError: %balloon connect: name the VM: %balloon connect qemu:///system DOMAIN" in usage
     assert "['web1']" in text(5)
     assert "True" in text(6) and not errors(6)
+
+
+def test_the_operators_notebook_runs_against_a_real_libvirt_host(web1, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from pathlib import Path
+
+    monkeypatch.setenv("BALLOONLAB_LIBVIRT_URI", web1.uri)  # the kernel inherits it
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "07-operators.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    first = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream")
+    assert first.startswith("<Fleet 1 VMs on 1 host(s): web1>")
+    overview = nb.cells[3].outputs[0]["data"]["text/plain"]
+    assert "libvirt" in overview and "web1" in overview
+    check = "".join(o.get("text", "") for o in nb.cells[10].outputs if o.output_type == "stream")
+    assert check.strip() == "right"
