@@ -7,7 +7,8 @@ line (``-accel tcg -m 512 -nodefaults -display none -serial file:LOG -serial nul
 -device virtio-balloon-pci``) and the same cached kernel and initramfs, timed until the ready marker is in the
 serial log, then killed.  The second serial port (``null``) gives the guest's init the UART it looks for on ttyS1,
 as balloonlab's command channel does, so both boots run the same init path (without it the bare boot was slower
-in a trial run, which flattered the ratio).  Runs alternate (candidate, baseline, in a shuffled order per round); the figure is the ratio of the
+in a trial run, which flattered the ratio).  Runs alternate (candidate, baseline, in a shuffled order per round);
+the figure is the ratio of the
 medians.  Goal <= 1.5.
 """
 

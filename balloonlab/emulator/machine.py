@@ -74,7 +74,8 @@ def _set_realized(value: Any) -> None:
 def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: Callable[[], Any] | None) -> None:
     """One qomdata row as a property of ``obj``."""
     if getter is None and kind != "unreadable":
-        getter = (lambda v=value: copy.deepcopy(v))
+        def getter(v: Any = value) -> Any:
+            return copy.deepcopy(v)
     if kind == "static":
         obj.add(name, typ, getter, static=True)
     elif kind == "runtime" and name == "realized":

@@ -100,7 +100,7 @@ class QMPServer:
             client.writer.close()
         tasks = list(self._clients.values())
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=CLOSE_FLUSH_TIMEOUT)
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_FLUSH_TIMEOUT)
             for client in list(self._clients):
                 client.writer.transport.abort()
             for task in pending:
