@@ -2,7 +2,7 @@
 
 Candidate: ``balloonlab.launch()`` (builds the command line, starts QEMU with its consoles and monitors, waits
 for the guest's ready line, connects with qemu.qmp, discovers the balloon) until ``stats()`` holds a value,
-then ``close()`` (not timed).  Baseline: ``qemu-system-x86_64`` started directly with the spec's minimal command
+then ``close()`` (not timed).  Baseline: ``qemu-system-x86_64`` started directly with the minimal command of docs/qemu-behaviour.md, A
 line (``-accel tcg -m 512 -nodefaults -display none -serial file:LOG -serial null -kernel -initrd -append
 -device virtio-balloon-pci``) and the same cached kernel and initramfs, timed until the ready marker is in the
 serial log, then killed.  The second serial port (``null``) gives the guest's init the UART it looks for on ttyS1,

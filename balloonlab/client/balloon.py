@@ -139,7 +139,7 @@ class Balloon:
     def _has(self, command: str) -> bool:
         return command in self._client.commands
 
-    # The pinned surface (iface.md) -----------------------------------------------------------------------------
+    # The public surface (docs/architecture.md) -----------------------------------------------------------------------------
     @property
     def socket_path(self) -> str:
         """The QMP unix socket (qmp-shell, `%%qmp` or another tool can attach to it as well)."""
@@ -315,7 +315,7 @@ class Balloon:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # Additions (not in iface.md; for magics, widgets and people) ----------------------------------------------
+    # For magics, widgets and people ----------------------------------------------
     @property
     def closed(self) -> bool:
         return self._closed

@@ -2,7 +2,7 @@
 
 The doctor is a pure function of what QEMU said (a ``guest-stats`` sample, the polling interval, the run state)
 and the time now, so it can be tested without a VM and explains live and emulated labs alike.  It encodes what
-users trip over (see the spec, section C) and QEMU's own state machine: the timer re-arms only when the guest
+users trip over (docs/qemu-behaviour.md, C) and QEMU's own state machine: the timer re-arms only when the guest
 answers, so a guest that stops answering stops polling for good; a paused VM polls nothing; last-update is the
 host's wall clock in whole seconds.
 

@@ -87,7 +87,7 @@ def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: C
 
 
 class Machine:
-    """One emulated VM (see the module docstring and iface.md)."""
+    """One emulated VM (see the module docstring and docs/emulator.md)."""
 
     def __init__(self, config: MachineConfig, clock: Clock) -> None:
         if config.qemu_version not in PROFILES:
@@ -399,7 +399,7 @@ class Machine:
             devices.append({"path": self.device_path, **self.device.snapshot()})
         return {"clock": self.clock.mode, "guest": self.config.guest, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
-                # added to iface.md's fields: the host wall clock of this emulator (virtual runs have their own)
+                # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
                 "wall-clock": self.clock.wall_time()}
 
     def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:
