@@ -40,6 +40,7 @@ from . import loop as _loop
 from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError
 from .history import History
 from .updates import LabUpdate
+from ..qapi import RunState
 from ..stats import UNSET, GuestStats, stats_for_version
 
 log = logging.getLogger("balloonlab.client")
@@ -99,7 +100,7 @@ class BalloonClient:
         #: The last balloon target (bytes) requested through this connection: QEMU cannot be asked for it.
         self.target: int | None = None
         self.last_stats: GuestStats | None = None
-        self.run_state: str | None = None
+        self.run_state: RunState | None = None
         self.running: bool | None = None
         self.events: collections.deque[dict] = collections.deque(maxlen=max_events)
         self._events_lock = threading.Lock()  # appended on the loop, copied from any thread

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..stats import GuestStats
 from ..units import format_duration
+from ..qapi import RunState
 
 #: Tags 0-7: what a current driver fills (Linux >= 4.15; virtio-win).  A guest that leaves one of these unset
 #: while reporting others has an old or partial driver.
@@ -79,7 +80,7 @@ def _now_seconds(now: dt.datetime | float | None) -> float:
 
 
 def diagnose(stats: GuestStats, interval: int, now: dt.datetime | float | None = None,
-             running: bool = True, run_state: str | None = None) -> Diagnosis:
+             running: bool = True, run_state: RunState | None = None) -> Diagnosis:
     """Judge one sample.
 
     ``interval`` is ``guest-stats-polling-interval``; ``now`` is the host wall clock (aware datetime or epoch

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EmulatorOptionError, QMPError
+from ..qapi import RunState
 from .clock import NS, VM, Clock
 from .commands import COMMANDS, check_arguments, lookup
 from .config import MachineConfig
@@ -101,7 +102,7 @@ class Machine:
         self.clock = clock
         self.profile = PROFILES[config.qemu_version]
         self.version = self.profile.tuple
-        self.run_state = "prelaunch"
+        self.run_state: RunState = "prelaunch"
         self.on_quit: Callable[[], None] | None = None
         self.events = MonitorEvents(clock)
         self.device: VirtioBalloon | None = None
@@ -332,7 +333,7 @@ class Machine:
         if not self.running and self.run_state != "shutdown":
             # QEMU's main loop after a reset: a VM that was not running is left in "prelaunch" (a stopped VM
             # reads "paused" before the reset and "prelaunch" after it; cont starts it as after -S)
-            self.run_state = "prelaunch"
+            self.run_state: RunState = "prelaunch"
         if self.device is not None:
             self.device.reset()
         self.guest.reset()

@@ -64,7 +64,8 @@ class _Client:
 class QMPServer:
     """Serves one Machine to any number of clients on an already bound unix socket.
 
-    ``machine`` needs ``greeting()``, ``execute(command, arguments)`` and ``add_event_listener(cb)`` (``emulator/machine.py``);
+    ``machine`` needs ``greeting()``, ``execute(command, arguments)`` and ``add_event_listener(cb)``
+    (``emulator/machine.py``);
     optionally ``oob_commands`` (names that may be run with ``exec-oob``; none by default, as QEMU's balloon
     commands).
     """
