@@ -213,7 +213,7 @@ def test_libvirtd_restarted_under_a_connected_lab_is_a_clear_error_then_reconnec
         web1.restart_libvirtd()
         assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), timeout=30)
         with pytest.raises(BalloonDisconnectedError, match="libvirt"):
-            lab.polling_interval
+            _ = lab.polling_interval
         lab.reconnect()
         assert lab.polling_interval == 2
         assert lab.stats()["total-memory"] > 0

@@ -83,7 +83,7 @@ def test_a_shared_lab_waits_while_the_manager_holds_the_socket_then_works(vm):
         try:
             assert b'"QMP"' in manager.recv(4096)  # QEMU now serves the manager
             with pytest.raises(BalloonDisconnectedError, match="holds the socket"):
-                lab.polling_interval
+                _ = lab.polling_interval
         finally:
             manager.close()
         assert lab.polling_interval == 0

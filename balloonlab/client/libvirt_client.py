@@ -27,6 +27,7 @@ from .connection import BalloonClient
 from .libvirt_host import LibvirtHost, require_libvirt
 from .updates import LabUpdate
 from ..errors import BalloonDisconnectedError, InvalidValueError, NoBalloonDeviceError, QMPError
+from ..qapi import RunState
 from ..stats import STATS, UNSET
 
 #: libvirt's dommemstat fields that are QEMU byte values shown in KiB (the rest are counts or times).
@@ -107,7 +108,8 @@ class LibvirtClient(BalloonClient):
             raise NoBalloonDeviceError(
                 f"{self.address} has no balloon device. Add <memballoon model='virtio'><stats period='2'/>"
                 "</memballoon> to its <devices> (virsh edit) and restart it.")
-        alias = (balloon.find("alias").get("name") if balloon.find("alias") is not None else None) or "balloon0"
+        alias_element = balloon.find("alias")
+        alias = (alias_element.get("name") if alias_element is not None else None) or "balloon0"
         # libvirt's -device id is the alias: QEMU has the balloon where a QMP lab would find it.
         self.device_path = f"/machine/peripheral/{alias}"
         self.devices = [self.device_path]
@@ -237,10 +239,11 @@ class LibvirtClient(BalloonClient):
     async def read_run_state(self) -> dict:
         libvirt = require_libvirt()
         state, _reason = await self._call(self._domain().state)
-        status = {libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_BLOCKED: "running",
-                  libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
-                  libvirt.VIR_DOMAIN_CRASHED: "guest-panicked", libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
-                  }.get(state, "shutdown")
+        states: dict[int, RunState] = {
+            libvirt.VIR_DOMAIN_RUNNING: "running", libvirt.VIR_DOMAIN_BLOCKED: "running",
+            libvirt.VIR_DOMAIN_PAUSED: "paused", libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown",
+            libvirt.VIR_DOMAIN_CRASHED: "guest-panicked", libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended"}
+        status = states.get(state, "shutdown")  # SHUTOFF: QEMU is gone
         self.run_state, self.running = status, status == "running"
         return {"status": status, "running": self.running, "singlestep": False}
 

@@ -108,7 +108,7 @@ def interval_arg(text: str) -> int:
                 f"%balloon poll: not an interval: {text!r} (write whole seconds such as 2, 30s or 1m; 0 turns "
                 "polling off)") from None
         if seconds != int(seconds):
-            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)")
+            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)") from None
         number = int(seconds)
     if number < 0:
         raise UsageError(
@@ -145,12 +145,12 @@ def duration_arg(text: str) -> float:
 def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
     size_arg(args.memory, "emulate --memory")
-    import balloonlab
+    from ..client.balloon import emulate
 
     lab = magics.start_lab(
-        lambda: balloonlab.emulate(guest=args.guest, memory=args.memory, clock=args.clock,
-                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused,
-                                   guest_kernel=args.guest_kernel))
+        lambda: emulate(guest=args.guest, memory=args.memory, clock=args.clock,
+                        qemu_version=args.qemu_version, id=args.id, paused=args.paused,
+                        guest_kernel=args.guest_kernel))
     return lab
 
 
@@ -165,12 +165,12 @@ def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 @_keep_doc
 def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Connect to a running QEMU by its QMP socket, or to a libvirt domain, and make it current."""
-    import balloonlab
+    from ..client.balloon import connect
 
     if "://" in args.path:
         if args.domain is None:
             raise UsageError(f"%balloon connect: name the VM: %balloon connect {args.path} DOMAIN")
-        return magics.start_lab(lambda: balloonlab.connect(args.path, domain=args.domain))
+        return magics.start_lab(lambda: connect(args.path, domain=args.domain))
     if args.domain is not None:
         raise UsageError(f"%balloon connect: {args.domain!r}: a domain goes with a libvirt URI (qemu:///system), "
                          "not with a QMP socket")
@@ -178,7 +178,7 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if not os.path.exists(path):
         raise UsageError(f"%balloon connect: no such socket: {path} (start QEMU with -qmp unix:{path},server=on,"
                          "wait=off)")
-    return magics.start_lab(lambda: balloonlab.connect(path, exclusive=not args.shared))
+    return magics.start_lab(lambda: connect(path, exclusive=not args.shared))
 
 
 @subcommand("fleet")
@@ -187,9 +187,9 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 @_keep_doc
 def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Every running libvirt domain with a balloon on these hosts; the first becomes the current lab."""
-    import balloonlab
+    from ..client.fleet import fleet as open_fleet
 
-    fleet = balloonlab.fleet(args.uris)
+    fleet = open_fleet(args.uris)
     magics.close_fleet()
     magics.fleet = fleet
     if fleet.vms:
@@ -207,11 +207,10 @@ def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Boot a live qemu-system-x86_64 (TCG) with balloonlab's tiny Linux guest and make it current."""
     size_arg(args.memory, "launch --memory")
-    import balloonlab
+    from ..client.balloon import launch
 
     return magics.start_lab(
-        lambda: balloonlab.launch(memory=args.memory, balloon_id=args.id, paused=args.paused,
-                                  guest=not args.no_guest))
+        lambda: launch(memory=args.memory, balloon_id=args.id, paused=args.paused, guest=not args.no_guest))
 
 
 @subcommand("use")
@@ -223,7 +222,7 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     from ..client.balloon import Balloon
 
     try:
-        lab = magics.shell.user_ns[args.name]
+        lab = magics.user_ns[args.name]
     except KeyError:
         raise UsageError(f"%balloon use: no variable named {args.name!r}") from None
     if not isinstance(lab, Balloon):
