@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,6 @@ from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 READY_PATH = "voila/static/voila.js"  # a static file: asking for it starts no kernel
 TOKEN = "dashboard-test-token"
 
@@ -84,18 +82,13 @@ def _status_without_token(url: str) -> int:
 
 
 @pytest.fixture
-def chromium_page():
-    playwright = pytest.importorskip("playwright.sync_api")
+def chromium_page(chromium):
+    """A page in the shared headless Chromium (tests/fixtures/jupyter.py), closed after the test."""
     pytest.importorskip("voila")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install chromium)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
-        try:
-            yield browser.new_page(viewport={"width": 1200, "height": 1600})
-        finally:
-            browser.close()
+    page = chromium.new_page()
+    page.set_viewport_size({"width": 1200, "height": 1600})
+    yield page
+    page.close()
 
 
 @pytest.mark.libvirt

@@ -173,8 +173,11 @@ def test_a_fleet_over_two_libvirt_connections_shows_both_hosts_vms(web1, second_
 # Bad conditions ---------------------------------------------------------------------------------------------------
 def test_a_domain_without_balloon_is_a_clear_error(libvirtd):
     libvirtd.define_vm("bare", memory_mib=64, balloon=False)
-    with pytest.raises(NoBalloonDeviceError, match="memballoon model='virtio'"):
-        balloonlab.connect(libvirtd.uri, domain="bare")
+    try:
+        with pytest.raises(NoBalloonDeviceError, match="memballoon model='virtio'"):
+            balloonlab.connect(libvirtd.uri, domain="bare")
+    finally:
+        libvirtd.destroy_vm("bare")
 
 
 def test_an_unknown_domain_names_the_running_ones(web1):
@@ -188,11 +191,7 @@ def test_a_domain_that_disappears_mid_watch_disconnects_the_lab_and_reconnect_br
     try:
         updates = []
         lab.subscribe(updates.append)
-        conn, dom = _libvirt_dom(libvirtd, "brief")
-        try:
-            dom.destroy()
-        finally:
-            conn.close()
+        libvirtd.destroy_vm("brief")
         assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), timeout=20)
         with pytest.raises(BalloonDisconnectedError, match="reconnect"):
             lab.stats()
@@ -203,6 +202,7 @@ def test_a_domain_that_disappears_mid_watch_disconnects_the_lab_and_reconnect_br
         assert lab.stats().last_update is not None
     finally:
         lab.close()
+        libvirtd.destroy_vm("brief")
 
 
 def test_libvirtd_restarted_under_a_connected_lab_is_a_clear_error_then_reconnect_works(web1):
@@ -233,6 +233,13 @@ def test_an_unreachable_host_gives_up_at_the_timeout(libvirt_available):
     with pytest.raises(BalloonDisconnectedError) as err:
         balloonlab.connect("qemu+tcp://192.0.2.1/system", domain="web1", timeout=2)
     assert "192.0.2.1" in str(err.value)
+
+
+def test_refused_credentials_are_a_clear_error_and_nothing_is_asked(sasl_libvirtd):
+    with pytest.raises(LibvirtError, match="refused the credentials") as err:
+        balloonlab.connect(sasl_libvirtd.uri, domain="web1", timeout=10)
+    assert "authentication failed" in err.value.libvirt_message
+    assert "ssh key or agent" in str(err.value)
 
 
 def test_a_password_in_the_uri_is_never_shown(libvirt_available):
@@ -298,7 +305,7 @@ def test_the_operators_notebook_runs_against_a_real_libvirt_host(web1, tmp_path,
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
     first = "".join(o.get("text", "") for o in nb.cells[1].outputs if o.output_type == "stream")
-    assert first.startswith("<Fleet 1 VMs on 1 host(s): web1>")
+    assert first.startswith("<Fleet 1 VM on 1 host: web1>")
     overview = nb.cells[3].outputs[0]["data"]["text/plain"]
     assert "libvirt" in overview and "web1" in overview
     check = "".join(o.get("text", "") for o in nb.cells[10].outputs if o.output_type == "stream")

@@ -117,7 +117,9 @@ class Fleet:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Fleet {len(self.vms)} VMs on {len(self.hosts)} host(s): {', '.join(self.names)}>"
+        vms, hosts = len(self.vms), len(self.hosts)
+        return (f"<Fleet {vms} VM{'s' if vms != 1 else ''} on {hosts} host{'s' if hosts != 1 else ''}: "
+                f"{', '.join(self.names)}>")
 
 
 def fleet(uris: str | Sequence[str], *, history: bool = False, timeout: float = 10.0) -> Fleet:
