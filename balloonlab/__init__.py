@@ -33,7 +33,6 @@ _LAZY = {
     "VirtioState": ("balloonlab.client.balloon", "VirtioState"),
     "fleet": ("balloonlab.client.fleet", "fleet"),
     "Fleet": ("balloonlab.client.fleet", "Fleet"),
-    "HostUsage": ("balloonlab.client.fleet", "HostUsage"),
 }
 
 
@@ -80,7 +79,6 @@ __all__ = [
     "VirtioState",
     "fleet",
     "Fleet",
-    "HostUsage",
     "load_ipython_extension",
     "unload_ipython_extension",
     *_errors.__all__,

@@ -162,7 +162,17 @@ def test_a_fleet_over_two_libvirt_connections_shows_both_hosts_vms(web1, second_
         assert fleet["web1"].stats()["total-memory"] > 0
         usage = fleet.usage()
         assert usage.total > 0 and 0 < usage.free <= usage.total and 0 <= usage.used <= usage.total
-        assert usage.rss > 64 * MiB  # two guests' QEMU processes
+        assert set(usage.rss) == {"db1", "web1"} and all(rss > 32 * MiB for rss in usage.rss.values())
+        assert usage.swap_used == usage.swap_total == 0  # libvirt's node stats say nothing about swap
+        assert fleet.memory == usage.total and fleet.clock == "real" and "db1" in fleet
+        seen: list[str] = []
+        stop = fleet.subscribe_vms(lambda name, update: seen.append(name))
+        try:
+            fleet["web1"].polling_interval = 3
+            assert wait_until(lambda: "web1" in seen, timeout=10)
+        finally:
+            fleet["web1"].polling_interval = 2
+            stop()
         with pytest.raises(KeyError, match="db1"):
             fleet["nope"]
     finally:

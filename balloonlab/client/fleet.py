@@ -9,29 +9,34 @@ past one machine.  Every lab of a host shares that host's one connection (``clie
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 from .balloon import Balloon
 from .libvirt_client import LibvirtClient
 from .libvirt_host import LibvirtHost, require_libvirt
+from .updates import LabUpdate
 from ..errors import BalloonError, InvalidValueError
 
 
 @dataclass(frozen=True)
 class HostUsage:
-    """Host memory at one moment, in bytes (summed over a fleet's hosts).
+    """Host memory at one moment, in bytes, summed over a fleet's hosts; the emulated host's shape (issue 12), so
+    the fleet panel draws either.
 
-    ``used`` is what the host's programs hold (total - free - buffers - page cache, as ``free`` counts it),
-    ``swap_used`` None where the source does not say (libvirt's node memory stats have no swap), ``rss`` the sum
-    of the VMs' resident memory on their hosts.
+    ``used`` is what the hosts' programs hold (total - free - buffers - page cache, as ``free`` counts it).
+    libvirt's node memory stats carry no swap, so a fleet reports ``swap_used`` and ``swap_total`` as 0 and
+    ``swapped`` empty.  ``rss``: each VM's resident memory on its host, by name.
     """
 
     total: int
     used: int
     free: int
-    swap_used: int | None
-    rss: int
+    swap_used: int
+    swap_total: int
+    rss: dict[str, int] = field(default_factory=dict)
+    swapped: dict[str, int] = field(default_factory=dict)
 
 
 class Fleet:
@@ -41,6 +46,7 @@ class Fleet:
         self.hosts = hosts
         self.timeout = timeout
         self.history = history
+        self._closed = False
         self.vms: list[Balloon] = []
         #: Domains found but left out, and why (no balloon, not running): ``{"host uri/name": reason}``.
         self.skipped: dict[str, str] = {}
@@ -100,11 +106,46 @@ class Fleet:
             total += node["total"] * 1024
             free += node["free"] * 1024
             used += (node["total"] - node["free"] - node.get("buffers", 0) - node.get("cached", 0)) * 1024
-        rss = sum(lab.host_rss for lab in self.vms)
-        return HostUsage(total=total, used=used, free=free, swap_used=None, rss=rss)
+        rss = {lab.name or "?": lab.host_rss for lab in self.vms}
+        return HostUsage(total=total, used=used, free=free, swap_used=0, swap_total=0, rss=rss)
+
+    # The emulated host's surface, so the fleet panel takes a fleet as it takes a host --------------------------
+    @property
+    def memory(self) -> int:
+        """Bytes of RAM over all the fleet's hosts."""
+        return sum(host.node_memory()["total"] * 1024 for host in self.hosts)
+
+    @property
+    def clock(self) -> Literal["real"]:
+        return "real"  # real hosts: time goes on by itself
+
+    def wall_time(self) -> float:
+        """Now: every VM's last-update is on its host's wall clock."""
+        return time.time()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
+        """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
+        def forward(name: str) -> Callable[[LabUpdate], None]:
+            return lambda update: callback(name, update)
+
+        unsubscribes = [lab.subscribe(forward(lab.name or "?")) for lab in self.vms]
+
+        def unsubscribe() -> None:
+            for stop in unsubscribes:
+                stop()
+
+        return unsubscribe
 
     def close(self) -> None:
         """Close every lab, then every host connection.  Idempotent."""
+        self._closed = True
         for lab in self.vms:
             lab.close()
         for host in self.hosts:
