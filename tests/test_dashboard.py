@@ -122,3 +122,18 @@ def test_the_dashboard_shows_a_libvirt_hosts_vms_behind_a_token_and_stops_on_ctr
                         "the page's kernel to stop", 15)
     finally:
         dashboard.kill()
+
+
+def test_without_a_uri_the_dashboard_shows_emulated_vms(chromium_page, tmp_path):
+    dashboard = Dashboard([], tmp_path)
+    try:
+        dashboard.wait_ready()
+        page = chromium_page
+        page.goto(dashboard.url + f"?token={TOKEN}", timeout=120_000)
+        page.wait_for_selector(".balloonlab-panel", timeout=120_000)
+        for name in ("vm0", "vm1", "vm2"):
+            page.wait_for_selector(f"text={name}", timeout=30_000)
+        assert page.locator("text=Error displaying widget").count() == 0
+        assert dashboard.interrupt() == 0
+    finally:
+        dashboard.kill()

@@ -25,9 +25,9 @@ class HostUsage:
     """Host memory at one moment, in bytes, summed over a fleet's hosts; the emulated host's shape (issue 12), so
     the fleet panel draws either.
 
-    ``used`` is what the hosts' programs hold (total - free - buffers - page cache, as ``free`` counts it).
-    libvirt's node memory stats carry no swap, so a fleet reports ``swap_used`` and ``swap_total`` as 0 and
-    ``swapped`` empty.  ``rss``: each VM's resident memory on its host, by name.
+    ``used`` is what the VMs' QEMU processes hold (the sum of ``rss``, each VM's resident memory on its host, by
+    name), ``free`` the hosts' free RAM (libvirt's node memory stats).  Those stats carry no swap, so a fleet
+    reports ``swap_used`` and ``swap_total`` as 0 and ``swapped`` empty.
     """
 
     total: int
@@ -100,14 +100,13 @@ class Fleet:
 
     def usage(self) -> HostUsage:
         """Memory of the fleet's hosts (libvirt's node memory stats, KiB made bytes) and its VMs' host RSS."""
-        total = used = free = 0
+        total = free = 0
         for host in self.hosts:
             node = host.node_memory()
             total += node["total"] * 1024
             free += node["free"] * 1024
-            used += (node["total"] - node["free"] - node.get("buffers", 0) - node.get("cached", 0)) * 1024
         rss = {lab.name or "?": lab.host_rss for lab in self.vms}
-        return HostUsage(total=total, used=used, free=free, swap_used=0, swap_total=0, rss=rss)
+        return HostUsage(total=total, used=sum(rss.values()), free=free, swap_used=0, swap_total=0, rss=rss)
 
     # The emulated host's surface, so the fleet panel takes a fleet as it takes a host --------------------------
     @property
