@@ -102,3 +102,26 @@ def test_a_shared_lab_whose_socket_is_gone_says_so(tmp_path, start_vm):
         assert not lab.connected
     finally:
         lab.close()
+
+
+def test_the_panel_and_the_watch_say_that_a_shared_lab_polls(vm):
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from balloonlab.magics.watch import StatsWatch
+    from balloonlab.widgets import BalloonPanel
+
+    lab = balloonlab.connect(str(vm.qmp_socket), exclusive=False)
+    panel = BalloonPanel(lab)
+    try:
+        assert panel.status.startswith("polling: the QMP socket is shared (exclusive=False)")
+        shell = InteractiveShell.instance()
+        with capture_output():  # IPython's capturing publisher: it can update a display, as a kernel does
+            watch = StatsWatch(lab, shell).start()
+            try:
+                assert "polling the shared QMP socket (exclusive=False)" in watch.view().headline()
+            finally:
+                watch.stop()
+    finally:
+        panel.close()
+        lab.close()
