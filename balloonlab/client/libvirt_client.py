@@ -24,7 +24,7 @@ from typing import Any
 
 from . import loop as _loop
 from .connection import BalloonClient
-from .libvirt_host import LibvirtHost, require_libvirt
+from .libvirt_host import DOMAIN_GONE, LibvirtHost, require_libvirt
 from .updates import LabUpdate
 from ..errors import BalloonDisconnectedError, InvalidValueError, NoBalloonDeviceError, QMPError
 from ..qapi import RunState
@@ -168,7 +168,12 @@ class LibvirtClient(BalloonClient):
             self._notify(LabUpdate("disconnected", error=notify))
 
     async def _call(self, fn: Any, *args: Any) -> Any:
-        return await self.host.call(fn, *args, domain=self.domain_name, timeout=self.command_timeout)
+        try:
+            return await self.host.call(fn, *args, domain=self.domain_name, timeout=self.command_timeout)
+        except BalloonDisconnectedError as exc:
+            if not self.host.alive or DOMAIN_GONE in str(exc):
+                self._lost(str(exc))  # no event may come (a remote host went quiet): say so from here too
+            raise
 
     def _domain(self) -> Any:
         if self._dom is None or not self._connected:

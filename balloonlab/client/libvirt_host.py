@@ -39,6 +39,9 @@ INSTALL_HINT = ("the libvirt backend needs libvirt-python: pip install 'balloonl
 START_HINT = ("Is libvirtd running on that host? Start it (systemctl start libvirtd; without systemd: "
               "virtlogd --daemon && libvirtd --daemon), and check that the URI names the right host and socket.")
 
+#: How an error says the domain itself went away (LibvirtClient marks its lab disconnected on it).
+DOMAIN_GONE = "is gone or not running"
+
 #: A listener gets (kind, data): kind "balloon" (data: actual KiB), "lifecycle" (data: (event, detail)) or "closed"
 #: (data: the reason); it runs on libvirt's event thread and must only hand the event on.
 Listener = Callable[[str, Any], None]
@@ -174,7 +177,7 @@ class LibvirtHost:
         if domain is not None and (code == libvirt.VIR_ERR_NO_DOMAIN or (
                 code == libvirt.VIR_ERR_OPERATION_INVALID and "not running" in message)):
             return BalloonDisconnectedError(
-                f"domain {domain!r} on {self.uri} is gone or not running ({message}); start it again "
+                f"domain {domain!r} on {self.uri} {DOMAIN_GONE} ({message}); start it again "
                 "(virsh start) and call lab.reconnect()")
         return LibvirtError(f"libvirt at {self.uri}: {message}", code, message)
 
@@ -322,4 +325,4 @@ def _open_with_timeout(libvirt: ModuleType, uri: str, timeout: float) -> Any:
     raise BalloonDisconnectedError(f"cannot connect to libvirt at {shown}: {exc!r}. {START_HINT}") from None
 
 
-__all__ = ["INSTALL_HINT", "LibvirtHost", "redact_uri", "require_libvirt", "start_event_loop"]
+__all__ = ["DOMAIN_GONE", "INSTALL_HINT", "LibvirtHost", "redact_uri", "require_libvirt", "start_event_loop"]
