@@ -42,7 +42,6 @@ def report_shown(lab) -> tuple[str | None, dict[str, str]]:
 @pytest.fixture
 def panel_page(lab_page):
     """The panel notebook open and run, with the panel rendered."""
-    pytest.importorskip("balloonlab.widgets")
     lab_page.server.write_notebook("panel/panel.ipynb", PANEL_NOTEBOOK)
     lab_page.open_notebook("panel/panel.ipynb")
     lab_page.run_all_cells()

@@ -22,8 +22,9 @@ CELL_TIMEOUT = 300
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     # A private IPython profile dir: no shared history database, no user startup files.
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
 
