@@ -202,3 +202,70 @@ def test_version_limited_difference_applies_to_its_profiles_only():
     assert not compare(real, emu, RAM, "7.2").ok
     # a balloon property missing is not excused on 10.0 either
     assert not compare(real, obs([listing("page-poison")], allow=allow), RAM, "10.0").ok
+
+
+# --------------------------------------------------------------------------------------------------------------
+# documented differences that must show, measured times
+
+
+def unplug(replies, emu_replies):
+    allow = ("unplug-not-modelled",)
+    real, emu = obs(replies, allow=allow), obs(emu_replies, allow=allow)
+    real[0].must_differ = emu[0].must_differ = True
+    return compare(real, emu, RAM)
+
+
+REFUSAL = {"error": {"class": "GenericError",
+                     "desc": "balloonlab emulator: unrealizing (unplugging) a device is not modelled"}}
+
+
+def test_unplug_passes_only_as_qemu_unplugging_and_the_emulator_refusing_in_its_words():
+    assert unplug([{"return": {}}], [REFUSAL]).ok
+    assert unplug([{"return": False}], [{"return": True}]).ok
+
+
+@pytest.mark.parametrize("real, emu, why", [
+    ({"return": {}}, {"return": {}}, "accepted silently: the documented refusal is gone"),
+    ({"return": False}, {"return": False}, "unplugged: the documented refusal is gone"),
+    ({"return": {}}, {"error": {"class": "GenericError", "desc": "not modelled"}}, "another refusal"),
+    ({"return": {}}, {"return": True}, "a qom-get answer to a qom-set"),
+    ({"return": True}, {"return": True}, "QEMU did not unplug"),
+])
+def test_unplug_any_other_answer_fails(real, emu, why):
+    assert not unplug([real], [emu]).ok, why
+
+
+def timing(real, emu, expect):
+    r, e = obs([], rule="timing", value=real, expect=expect), obs([], rule="timing", value=emu)
+    return compare(r, e, RAM)
+
+
+def test_timing_accepts_jitter_within_the_tolerance():
+    assert timing([0.05, 1.02, 0.98, 1.04], [0.02, 1.0, 1.0, 1.0], [0, 1, 1, 1]).ok
+
+
+@pytest.mark.parametrize("emu, why", [
+    ([0.02, 2.0, 2.0, 2.0], "a doubled period"),
+    ([1.0, 2.0, 2.0], "a countdown that does not restart at the qom-set (first report when the old one ends)"),
+    ([0.02, 1.0, 1.0], "a report missing"),
+])
+def test_timing_catches_a_wrong_period_or_countdown(emu, why):
+    real = [0.05, 1.02, 0.98, 1.04] if len(emu) != 3 or emu[0] < 0.5 else [2.03, 2.0, 2.01]
+    expect = [0, 1, 1, 1] if len(real) == 4 else [2, 2, 2]
+    assert not timing(real, emu, expect).ok, why
+
+
+def test_timing_fails_when_real_qemu_breaks_the_spec():
+    """A conversation whose expectation real QEMU does not meet is wrong, even when the emulator agrees."""
+    assert not timing([0.03, 2.0, 2.0], [0.02, 2.0, 2.0], [0, 1, 1]).ok
+
+
+def test_event_times_catch_a_held_back_event_restamped_when_sent():
+    change = lambda actual, micro: event("BALLOON_CHANGE", {"actual": actual}, micro=micro)  # noqa: E731
+    events = [change(511 << 20, 4000), change(510 << 20, 9000)]
+    real = obs([], rule="event-times", events=events, value=[("BALLOON_CHANGE", 0.004), ("BALLOON_CHANGE", 0.012)])
+    good = obs([], rule="event-times", events=events, value=[("BALLOON_CHANGE", 0.002), ("BALLOON_CHANGE", 0.004)])
+    late = obs([], rule="event-times", events=events, value=[("BALLOON_CHANGE", 0.002), ("BALLOON_CHANGE", 1.002)])
+    assert compare(real, good, RAM).ok
+    verdict = compare(real, late, RAM)
+    assert not verdict.ok and "stamped 0.012 s after the command on qemu, 1.002 s" in verdict.mismatches[0]

@@ -35,6 +35,8 @@ class Difference:
     normalise_replies: Callable[[list[dict]], list[dict]] = _same
     #: the emulator profiles (QEMU versions) it may be used for; None: all
     versions: tuple[str, ...] | None = None
+    #: applied to the step's two observations together, for a difference that is one exact answer on each side
+    normalise_pair: Callable[[Observation, Observation], tuple[Observation, Observation]] = lambda r, e: (r, e)
 
     def applies_to(self, version: str | None) -> bool:
         return self.versions is None or version in self.versions
@@ -45,7 +47,7 @@ class Difference:
             return replace(o, replies=self.normalise_replies([r for r in replies if r is not None]),
                            value=self.normalise_value(copy.deepcopy(o.value)),
                            events=self.normalise_events(copy.deepcopy(o.events)))
-        return fix(real), fix(emu)
+        return self.normalise_pair(fix(real), fix(emu))
 
 
 def _version_blank(reply: dict) -> dict:
@@ -103,11 +105,21 @@ def _walk_records_by_name(replies: list[dict]) -> list[dict]:
     return [r for r in replies if "property" not in r] + records
 
 
-def _unplug_outcome(reply: dict) -> dict:
-    """qom-set/qom-get of ``realized`` after an attempted unplug: what happened is the difference itself."""
-    if reply in ({"return": {}}, {"return": False}, {"return": True}) or "not modelled" in str(reply):
-        return {"realized": "unplugged on QEMU, refused by the emulator"}
-    return reply
+#: What each side answers about an unplug, exactly: (QEMU's reply, the emulator's reply) for qom-set realized false,
+#: then for the qom-get of realized after it.
+UNPLUG_ANSWERS = (
+    ({"return": {}}, {"error": {"class": "GenericError",
+                                "desc": "balloonlab emulator: unrealizing (unplugging) a device is not modelled"}}),
+    ({"return": False}, {"return": True}),
+)
+
+
+def _unplug_outcome(real: Observation, emu: Observation) -> tuple[Observation, Observation]:
+    """The step passes only when QEMU unplugged and the emulator refused, each in exactly its own words."""
+    if [real.replies, emu.replies] in [[[r], [e]] for r, e in UNPLUG_ANSWERS]:
+        same = [{"realized": "QEMU unplugged the device, the emulator refused as documented"}]
+        return replace(real, replies=same), replace(emu, replies=same)
+    return real, emu
 
 
 #: Prefix of the emulator's own QMP commands (a documented choice of the emulator: docs/emulator.md).
@@ -152,7 +164,7 @@ DIFFERENCES: dict[str, Difference] = {d.id: d for d in (
     Difference("unplug-not-modelled",
                "qom-set realized false on the balloon: QEMU unrealizes (unplugs) the device and answers {}; the "
                "emulator refuses with a GenericError saying it is not modelled",
-               _unplug_outcome),
+               normalise_pair=_unplug_outcome),
     Difference("query-commands-subset",
                "query-commands: the emulator lists the commands it implements (about 15 of QEMU's ~200) plus its "
                "x-balloonlab-* vendor commands",
