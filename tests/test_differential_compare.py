@@ -15,7 +15,7 @@ import pytest
 from balloonlab.stats import UNSET, WIRE_ORDER_10
 from tests.differential.compare import compare, stats_shape
 from tests.differential.conversation import Observation
-from tests.differential.differences import DIFFERENCES
+from tests.differential.differences import DIFFERENCES, UNOBSERVED, UNPLUG_ANSWERS
 
 RAM = 512 << 20
 DOC = Path(__file__).resolve().parent.parent / "docs" / "differences.md"
@@ -174,10 +174,46 @@ def test_every_allow_list_entry_is_used_by_a_conversation_or_a_test():
     assert not unused, f"allow-list entries no conversation or test uses: {unused}"
 
 
+def documented_entries() -> dict[str, str]:
+    """docs/differences.md's entries: heading id -> the entry's text (up to the next heading)."""
+    parts = re.split(r"^(#{1,2} .*)$", DOC.read_text(), flags=re.M)
+    entries = {}
+    for heading, body in zip(parts[1::2], parts[2::2]):
+        if match := re.fullmatch(r"## `([a-z0-9.-]+)`", heading):
+            entries[match[1]] = body
+    return entries
+
+
 def test_every_documented_difference_is_in_the_allow_list_and_back():
-    headings = set(re.findall(r"^## `([a-z0-9-]+)`", DOC.read_text(), flags=re.M))
-    assert headings == set(DIFFERENCES), (
-        f"docs/differences.md headings {sorted(headings)} != allow-list ids {sorted(DIFFERENCES)}")
+    entries = documented_entries()
+    assert not set(DIFFERENCES) & set(UNOBSERVED), "an id is both observed and not"
+    assert set(entries) == set(DIFFERENCES) | set(UNOBSERVED), (
+        f"docs/differences.md entries {sorted(entries)} != allow-list {sorted(DIFFERENCES)} + unobserved "
+        f"{sorted(UNOBSERVED)}")
+
+
+@pytest.mark.parametrize("entry", sorted(set(DIFFERENCES) | set(UNOBSERVED)))
+def test_each_documented_difference_says_what_and_why(entry):
+    body = documented_entries()[entry]
+    assert "**What" in body and "**Why:**" in body, f"docs/differences.md `{entry}` lacks a What or a Why"
+    difference = DIFFERENCES.get(entry)
+    if difference is not None and difference.versions is not None:
+        assert all(v in body for v in difference.versions), (
+            f"`{entry}` applies to {difference.versions} only; its entry must say so")
+
+
+def test_documented_refusals_are_the_emulators_words():
+    """The entries quote the emulator's refusals; the comparator requires exactly these (UNPLUG_ANSWERS)."""
+    entries = documented_entries()
+    refusal = UNPLUG_ANSWERS[0][1]["error"]["desc"]
+    assert " ".join(refusal.split()) in " ".join(entries["unplug-not-modelled"].replace("`", "").split())
+    assert "'free-page-hint' requires 'iothread' to be set" in " ".join(entries["no-iothread"].split())
+
+
+def test_other_docs_point_at_the_one_list():
+    docs = DOC.parent
+    for name in ("emulator.md", "testing.md"):
+        assert "differences.md" in (docs / name).read_text(), f"docs/{name} must point at docs/differences.md"
 
 
 def test_firmware_resets_collapse_only_repeated_guest_resets():

@@ -1,6 +1,7 @@
 """The allow-list: every difference between the emulator and real QEMU that is a documented choice.
 
-Each entry has an id that is a heading in ``docs/differences.md`` (a test checks both ways), a one-line summary,
+Each entry has an id that is a heading in ``docs/differences.md`` (a test checks entries both ways, with
+:data:`UNOBSERVED`, the documented differences no conversation can show), a one-line summary,
 and a normaliser that rewrites both sides' observations of a step so that, if this difference is the only one,
 they compare equal.  A step opts in by listing the id in its ``allow``; nothing is ever skipped silently: the
 test report names every difference a passing conversation relied on.
@@ -174,3 +175,13 @@ DIFFERENCES: dict[str, Difference] = {d.id: d for d in (
                "`balloonlab emulate` accepts it and places the device at /machine/peripheral-anon/device[1] "
                "(checked by test_differential_cmdline.py, not by a conversation)"),
 )}
+
+
+#: Documented differences no conversation can show, each with what checks it instead (docs/differences.md, second
+#: group).  Together with DIFFERENCES they are every entry of that list.
+UNOBSERVED: dict[str, str] = {
+    "no-iothread": "tests/test_differential_cmdline.py: both refuse free-page-hint=on without an iothread, in "
+                   "QEMU's words; the emulator refuses iothread= itself (tests/test_emulate_cli.py)",
+    "emulated-boot-time": "tests/test_emulator_device.py pins the 1 s boot; conversations wait with deadlines",
+    "profile-9.2-chosen": "no QEMU 9.2 here: the emulator's unit tests pin the chosen profile",
+}
