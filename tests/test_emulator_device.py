@@ -112,7 +112,8 @@ def test_zero_destroys_the_timer_and_keeps_the_stats():
     before = stats(m)  # read before the 0: reading after it would also accept stats the 0 wiped
     assert before["last-update"] != 0 and before["stats"]["stat-total-memory"] != UNSET
     assert poll(m, 0) == {}
-    assert stats(m) == before, "interval 0 must keep the last stats and last-update, as QEMU does (spec B)"
+    assert stats(m) == before, ("interval 0 must keep the last stats and last-update, as QEMU does "
+                                "(docs/qemu-behaviour.md, B)")
     clock.advance(100)
     assert stats(m) == before and m.device.timer is None
     assert m.execute("qom-get", {"path": P, "property": "guest-stats-polling-interval"}) == 0

@@ -8,7 +8,6 @@ thread (the last-update stamp moves while polling runs).  JupyterLab is covered 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess

@@ -63,8 +63,8 @@ GUEST_DIFF = "tests/test_differential_guest.py"
 MUTANTS = [
     Mutant("interval-0-wipes-stats", DEVICE,
            "        if value == 0:\n            self._destroy_timer()\n            return",
-           "        if value == 0:\n            self._destroy_timer()\n            self.stats = [UNSET] * self.n_known\n"
-           "            self.last_update = 0\n            return",
+           "        if value == 0:\n            self._destroy_timer()\n"
+           "            self.stats = [UNSET] * self.n_known\n            self.last_update = 0\n            return",
            "QEMU keeps the last stats when polling is switched off",
            ("tests/test_emulator_device.py::test_zero_destroys_the_timer_and_keeps_the_stats",
             "tests/test_notebooks.py::test_notebook_runs[02-polling-contract]")),
@@ -112,7 +112,8 @@ MUTANTS = [
            "state[1] = state[1] or event", "the last held-back change wins", ("tests/test_emulator_machine.py",)),
     Mutant("unplug-accepted", MACHINE,
            '    if not value:\n        raise QMPError("GenericError", "balloonlab emulator: unrealizing',
-           '    if not value:\n        return\n        raise QMPError("GenericError", "balloonlab emulator: unrealizing',
+           '    if not value:\n        return\n'
+           '        raise QMPError("GenericError", "balloonlab emulator: unrealizing',
            "the emulator refuses an unplug in the words docs/differences.md quotes",
            ("tests/test_emulator_device.py::test_unplug_is_refused_in_the_documented_words_and_the_device_stays",),
            ("tests/test_differential_protocol.py::test_unrealize",)),
@@ -134,8 +135,8 @@ MUTANTS = [
            "        if False:\n            # Until", "before qmp_capabilities every command is CommandNotFound",
            ("tests/test_emulator_server.py",)),
     Mutant("unexpected-member-accepted", SERVER,
-           "            elif name != \"id\":\n                raise QMPError(\"GenericError\", f\"QMP input member '{name}' is "
-           "unexpected\")",
+           "            elif name != \"id\":\n                raise QMPError(\"GenericError\", "
+           "f\"QMP input member '{name}' is unexpected\")",
            "            elif name != \"id\":\n                pass", "QEMU refuses unknown top-level members",
            ("tests/test_emulator_server.py",)),
     Mutant("small-reads", SERVER, "_READ_SIZE = 1 << 16", "_READ_SIZE = 1 << 4",
@@ -230,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             outcome, tail = run_tests(root, tests, args.timeout)
             results.append((mutant, outcome, tail, time.monotonic() - start))
-            print(f"{outcome:8} {mutant.name:28} ({time.monotonic() - start:5.1f} s) {tail.splitlines()[-1] if tail else ''}",
-                  flush=True)
+            last = tail.splitlines()[-1] if tail else ""
+            print(f"{outcome:8} {mutant.name:28} ({time.monotonic() - start:5.1f} s) {last}", flush=True)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     killed = sum(outcome == "killed" for _, outcome, _, _ in results)

@@ -14,8 +14,8 @@ Rules (a step names one):
 - ``balloon-events``: BALLOON_CHANGE events present on both with the same last ``actual`` (how many arrive
   depends on how fast the guest gives pages back, rate-limited by QEMU); the other events as ``events``.
 - ``timing``: when the guest's reports arrived (``ReportTimes``): as many on both sides, and each gap between
-  reports within ``TIMING_TOLERANCE`` of real QEMU's and of what spec B says (``expect``): tight enough that a
-  doubled period, or a countdown that does not restart on a new interval, fails.
+  reports within ``TIMING_TOLERANCE`` of real QEMU's and of what docs/qemu-behaviour.md (B) says (``expect``):
+  tight enough that a doubled period, or a countdown that does not restart on a new interval, fails.
 - ``event-times``: the events as ``events``, and each one's timestamp, relative to the command that caused it
   (``Events(since=...)``), within ``TIMING_TOLERANCE`` of real QEMU's: a held-back (coalesced) BALLOON_CHANGE
   keeps the time QEMU made it, not the time the rate limit let it out.
@@ -195,13 +195,15 @@ def _timing(real: Observation, emu: Observation, ram: int) -> list[str]:
                 f"{real.value}, emulator {emu.value})"]
     expect = real.expect or [None] * len(real.value)
     if len(expect) != len(real.value):
-        out.append(f"real QEMU sent {len(real.value)} reports ({real.value}), spec B says {len(expect)}")
+        out.append(f"real QEMU sent {len(real.value)} reports ({real.value}), docs/qemu-behaviour.md (B) says "
+                   f"{len(expect)}")
     for i, (r, e, want) in enumerate(zip(real.value, emu.value, expect)):
         what = "start to the first report" if i == 0 else f"report {i} to report {i + 1}"
         if want is None:
             continue
         if abs(r - want) > TIMING_TOLERANCE:
-            out.append(f"real QEMU: {what} took {r} s, spec B says {want} s (the conversation is wrong?)")
+            out.append(f"real QEMU: {what} took {r} s, docs/qemu-behaviour.md (B) says {want} s "
+                       "(the conversation is wrong?)")
         if abs(e - r) > TIMING_TOLERANCE:
             out.append(f"{what}: {r} s on qemu, {e} s on the emulator (tolerance {TIMING_TOLERANCE} s)")
     return out

@@ -221,11 +221,12 @@ class Events:
 
 @dataclass
 class ReportTimes:
-    """Poll guest-stats every ``every`` s until ``count`` reports arrived (a report: last-update changed) or
+    """Poll guest-stats every ``every`` s until ``count`` reports arrived (a report: the reply changed) or
     ``deadline`` s passed (a report that lands in the same second as the one before, with the same values, cannot
-    be told from none: conversations start it more than a second after the last report).  Observes ``[start to first report, first to second, ...]`` in seconds, as seen by this
-    client (``every`` is the resolution); ``expect`` is what spec B says QEMU does (``[0, 1, 1]``: a report at
-    once, then 1 s apart; None: not compared), checked on real QEMU as well.
+    be told from none: conversations start it more than a second after the last report).  Observes ``[start to
+    first report, first to second, ...]`` in seconds, as seen by this client (``every`` is the resolution);
+    ``expect`` is what docs/qemu-behaviour.md (B) says QEMU does (``[0, 1, 1]``: a report at once, then 1 s apart;
+    None: not compared), checked on real QEMU as well.
 
     ``since`` names a ``Send.mark`` (the start is then when that command was sent) and ``baseline`` a saved
     guest-stats reply read before it: a report that lands before this step's first read still counts (QEMU
@@ -250,7 +251,7 @@ class ReportTimes:
                 arrivals.append(time.time())
                 last = now
             time.sleep(self.every)
-        gaps = [round(b - a, 3) for a, b in zip([start] + arrivals, arrivals)]
+        gaps = [round(b - a, 3) for a, b in zip([start, *arrivals], arrivals)]
         obs = session.observe(self.label, "timing", [], value=gaps, claim_events=False)  # replies: by the gaps
         obs.expect = self.expect
         return obs

@@ -542,8 +542,9 @@ GUEST_RESET = Conversation("linux guest: system_reset with the balloon inflated 
     Events(["BALLOON_CHANGE"], 30, rule="balloon-events", label="deflated", until=_last_actual_is(512 * MIB)),
 ])
 
-#: The polling period and its countdown, measured (spec B): off -> on polls at once and then every interval; a new
-#: value while on restarts the countdown from the qom-set, also one second into a 2 s countdown.
+#: The polling period and its countdown, measured (docs/qemu-behaviour.md, B): off -> on polls at once and then
+#: every interval; a new value while on restarts the countdown from the qom-set, also one second into a 2 s
+#: countdown.
 GUEST_TIMING = Conversation("linux guest: report times at intervals 1 and 2, and a change in mid-countdown", steps=[
     Pause(1.1, label="a new second since the last report (the boot report, or the last poll)"),
     stats(label="before polling", save="off"),

@@ -265,7 +265,8 @@ PROFILE_IDS = ["host-qemu", "debian13-qemu-10.0"]
 
 def needs(spec: VMSpec) -> tuple[str, ...]:
     """The named test requirements (tests/fixtures/requirements.py) a pair for ``spec`` needs."""
-    return ("qemu",) + (("debian13-qemu",) if spec.qemu == "debian13" else ()) + (("guest-image",) if spec.guest else ())
+    return (("qemu",) + (("debian13-qemu",) if spec.qemu == "debian13" else ())
+            + (("guest-image",) if spec.guest else ()))
 
 
 def start_pair(spec: VMSpec):
