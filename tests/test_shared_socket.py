@@ -125,3 +125,17 @@ def test_the_panel_and_the_watch_say_that_a_shared_lab_polls(vm):
     finally:
         panel.close()
         lab.close()
+
+
+def test_balloon_connect_shared_makes_a_lab_that_releases_the_socket(vm):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "balloonlab")
+    try:
+        lab = shell.run_line_magic("balloon", f"connect --shared {vm.qmp_socket}")
+        assert lab.exclusive is False
+        assert _greeting_within(str(vm.qmp_socket), 5.0)  # the socket is free between the magic's calls
+    finally:
+        shell.run_line_magic("unload_ext", "balloonlab")
+    assert lab.closed
