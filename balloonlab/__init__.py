@@ -31,6 +31,9 @@ _LAZY = {
     "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
     "LabUpdate": ("balloonlab.client.updates", "LabUpdate"),
     "VirtioState": ("balloonlab.client.balloon", "VirtioState"),
+    "replay": ("balloonlab.client.replay", "replay"),
+    "recordings": ("balloonlab.client.shipped", "recordings"),
+    "Recorder": ("balloonlab.client.recording", "Recorder"),
 }
 
 
@@ -75,6 +78,9 @@ __all__ = [
     "BalloonPanel",
     "LabUpdate",
     "VirtioState",
+    "replay",
+    "recordings",
+    "Recorder",
     "load_ipython_extension",
     "unload_ipython_extension",
     *_errors.__all__,
