@@ -81,14 +81,15 @@ def test_an_emulated_session_replays_report_by_report(tmp_path):
         lab.advance("15s")
         rec.stop()
     recording = read_recording(path)
-    assert recording.header["qemu"].startswith("10.0.") and recording.header["device"]["path"] == "/machine/peripheral/balloon0"
+    assert recording.header["qemu"].startswith("10.0.")
+    assert recording.header["device"]["path"] == "/machine/peripheral/balloon0"
     assert recording.targets and recording.intervals and recording.end["reason"] == "stopped"
     assert_replays_report_by_report(recording)
 
 
 @pytest.mark.qemu
 @pytest.mark.timeout(240)
-def test_a_live_qemu_session_replays_report_by_report(tmp_path, guest_image):  # noqa: F811
+def test_a_live_qemu_session_replays_report_by_report(tmp_path, guest_image):
     path = tmp_path / "live.blab"
     with balloonlab.launch(memory="512M", image=guest_image) as lab:
         lab.polling_interval = 1

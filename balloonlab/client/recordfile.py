@@ -20,7 +20,7 @@ import os
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from ..errors import RecordingError
 from ..stats import UNSET, GuestStats
@@ -135,7 +135,7 @@ def _open_for_reading(path: str) -> IO[bytes]:
     with raw:
         magic = raw.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rb")
+        return cast(IO[bytes], gzip.GzipFile(path, "rb"))  # a binary stream that typeshed types apart
     if is_gzip_name(path) and magic:
         raise RecordingError(f"{path}: line 1: the name ends in .gz but the file is not gzip-compressed")
     return open(path, "rb")

@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from ..emulator.clock import NS
-from ..emulator.config import QEMU_VERSIONS, BalloonSpec, MachineConfig
+from ..emulator.config import QEMU_VERSIONS, BalloonSpec, ClockKind, MachineConfig, QemuVersion
 from ..emulator.guests import HostChange, ReplayScript
 from ..emulator.virtio import PAGE_SHIFT
 from ..errors import InvalidValueError, RecordingError
 from .balloon import Balloon, start_emulated
 from .recordfile import Recording, read_recording, report_entries
-
-ReplayClock = Literal["virtual", "real"]
-
 
 def resolve(source: str | os.PathLike[str]) -> Path:
     """A path, or the name of a shipped recording (``balloonlab.recordings()``)."""
@@ -51,7 +47,7 @@ def load(source: str | os.PathLike[str] | Recording) -> Recording:
     return source if isinstance(source, Recording) else read_recording(resolve(source))
 
 
-def qemu_profile(version: str) -> str:
+def qemu_profile(version: str) -> QemuVersion:
     """The emulator's version profile for a recorded QEMU: its own major.minor, else the newest profile not newer
     than it (the oldest for anything older)."""
     try:
@@ -116,7 +112,7 @@ def replay_script(source: str | os.PathLike[str] | Recording) -> ReplayScript:
                         duration_ns=ends)
 
 
-def replay(source: str | os.PathLike[str], clock: ReplayClock = "virtual", speed: float = 1.0, *,
+def replay(source: str | os.PathLike[str], clock: ClockKind = "virtual", speed: float = 1.0, *,
            history: bool = False, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
     """An emulated lab replaying a recording (a path, or a shipped name from ``balloonlab.recordings()``).
 

@@ -45,7 +45,7 @@ def shipped_path(name: str) -> Path | None:
     """The file of a shipped recording, or None."""
     if name not in CATALOGUE:
         return None
-    path = Path(str(resources.files("balloonlab").joinpath("recordings", name + SUFFIX)))
+    path = Path(str(resources.files("balloonlab").joinpath("recordings").joinpath(name + SUFFIX)))
     return path if path.is_file() else None
 
 

@@ -369,10 +369,9 @@ def _replay(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if args.clock == "virtual" and speed != 1:
         raise UsageError("%balloon replay: --speed needs --clock real (on the virtual clock, %balloon advance "
                          "sets the pace)")
-    import balloonlab
+    from ..client.replay import replay
 
-    return magics.start_lab(lambda: balloonlab.replay(os.path.expanduser(args.source), clock=args.clock,
-                                                      speed=speed))
+    return magics.start_lab(lambda: replay(os.path.expanduser(args.source), clock=args.clock, speed=speed))
 
 
 # ---------------------------------------------------------------------------------------------------------------
