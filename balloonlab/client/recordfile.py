@@ -48,9 +48,13 @@ def open_for_writing(path: str | os.PathLike[str]) -> IO[str]:
     return open(path, "w", encoding="utf-8", newline="\n")
 
 
+#: One encoder for every line: json.dumps with options builds a new JSONEncoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(record: dict) -> str:
     """One line (compact separators: a day of records is mostly punctuation otherwise)."""
-    return json.dumps(record, separators=(",", ":")) + "\n"
+    return _ENCODER.encode(record) + "\n"
 
 
 @dataclass

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 import os
 import socket
 import threading
 import time
+from collections.abc import Hashable
 from typing import IO, TYPE_CHECKING, Any, Callable, Literal
 
 from ..errors import BalloonError, QMPError, RecordingError
@@ -54,7 +54,9 @@ class Recorder:
         self.reports = 0
         self.records = 0
         self._lock = threading.Lock()
-        self._last_reply: dict[str, str] = {}  # "command args" -> the reply's JSON, to write repeats short
+        #: "command args" -> its last reply, and the end of the line that says "the same reply again"
+        self._last_reply: dict[Hashable, tuple[dict, str]] = {}
+        self._pending: list[str] = []  # encoded lines not yet handed to the file (written once per flush)
         self._last_raw: dict | None = None
         self._vm_pid: int | None = getattr(lab.vm, "pid", None)
         header, running = self._header(lab)
@@ -66,6 +68,7 @@ class Recorder:
         try:
             self._file: IO[str] | None = open_for_writing(self.path)
             self._file.write(encode(header))
+            self._file.flush()
         except OSError as exc:
             raise RecordingError(f"{self.path}: cannot write the recording: {exc.strerror or exc}") from None
         self._flushed = time.monotonic()
@@ -128,18 +131,25 @@ class Recorder:
             result = reply["return"]
             reply = {"return": {"next": result.get("next"), "holder": result.get("holder"),
                                 "exchanges": len(result.get("exchanges", ()))}, "summarized": True}
+        key: Hashable = (command, *arguments.items()) if arguments else command
+        try:
+            last = self._last_reply.get(key)
+        except TypeError:  # an argument that is a list or an object: rare, and the slower key is fine
+            key = command + repr(arguments)
+            last = self._last_reply.get(key)
+        if last is not None and last[0] == reply:  # a dict comparison: far cheaper than encoding the reply again
+            # The same reply as this command's previous one (a follower re-reading): the line is the same but for
+            # its times, so it is built from the template made with the first one (most lines of a recording).
+            self._write_line(f'{{"kind":"qmp","t":{t:.6f},"vm":{self._vm(t)!r},"ms":{seconds * 1000:.3f},{last[1]}')
+            return
         record: dict[str, Any] = {"kind": "qmp", "t": round(t, 6), "vm": self._vm(t),
                                   "ms": round(seconds * 1000, 3), "execute": command}
         if arguments:
             record["arguments"] = arguments
-        key = command + json.dumps(arguments, sort_keys=True, separators=(",", ":"))
-        text = json.dumps(reply, separators=(",", ":"))
-        if self._last_reply.get(key) == text:
-            record["same"] = True  # the same reply as this command's previous one: a follower re-reading
-        else:
-            if len(self._last_reply) < 256 or key in self._last_reply:  # a few keys in practice; bounded anyway
-                self._last_reply[key] = text
-            record.update(reply)
+        if len(self._last_reply) < 256 or key in self._last_reply:  # a few keys in practice; bounded anyway
+            same = {k: v for k, v in record.items() if k in ("execute", "arguments")}
+            self._last_reply[key] = (reply, encode({**same, "same": True})[1:])
+        record.update(reply)
         self._write(record)
 
     def on_event(self, event: dict) -> None:
@@ -197,19 +207,30 @@ class Recorder:
         self._write({"kind": "mark", "t": round(t, 6), "vm": self._vm(t), "text": str(text)})
 
     def _write(self, record: dict) -> None:
+        self._write_line(encode(record))
+
+    def _write_line(self, line: str) -> None:
         with self._lock:
-            f = self._file
-            if f is None:
+            if self._file is None:
                 return
-            try:
-                f.write(encode(record))
-                self.records += 1
-                now = time.monotonic()
-                if now - self._flushed >= self.flush_every:
-                    self._flushed = now
-                    f.flush()
-            except OSError as exc:
-                self._fail(exc)
+            self._pending.append(line)
+            self.records += 1
+            now = time.monotonic()
+            if now - self._flushed >= self.flush_every:
+                self._flushed = now
+                self._flush()
+
+    def _flush(self) -> None:
+        """Under the lock: hand the pending lines to the file in one write (one compression call for a .gz, not
+        one per line: most of what recording costs) and flush it."""
+        f = self._file
+        assert f is not None
+        lines, self._pending = self._pending, []
+        try:
+            f.write("".join(lines))
+            f.flush()
+        except OSError as exc:
+            self._fail(exc)
 
     def _fail(self, exc: OSError) -> None:
         """Under the lock: stop recording for good, say why once, let the lab go on."""
@@ -235,13 +256,15 @@ class Recorder:
             f, self._file = self._file, None
             if f is None:
                 return
+            self._pending.append(encode({"kind": "end", "t": round(t, 6), "vm": self._vm(t), "reason": reason}))
             try:
-                f.write(encode({"kind": "end", "t": round(t, 6), "vm": self._vm(t), "reason": reason}))
+                f.write("".join(self._pending))
                 f.close()
                 self.state = "stopped"
             except OSError as exc:
                 self._file = f
                 self._fail(exc)
+            self._pending = []
         self._release_lab(self)
 
     @property
