@@ -33,6 +33,7 @@ _LAZY = {
     "VirtioState": ("balloonlab.client.balloon", "VirtioState"),
     "replay": ("balloonlab.client.replay", "replay"),
     "recordings": ("balloonlab.client.shipped", "recordings"),
+    "open_recording": ("balloonlab.client.replay", "load"),
     "Recorder": ("balloonlab.client.recording", "Recorder"),
 }
 
@@ -80,6 +81,7 @@ __all__ = [
     "VirtioState",
     "replay",
     "recordings",
+    "open_recording",
     "Recorder",
     "load_ipython_extension",
     "unload_ipython_extension",

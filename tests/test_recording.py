@@ -6,10 +6,12 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -18,6 +20,7 @@ from balloonlab.client.recordfile import Recording, read_recording
 from balloonlab.errors import BalloonError, RecordingError
 from tests.fixtures.qemu import guest_image, qemu_binary  # noqa: F401  (fixtures)
 from tests.helpers import clean_loop, wait_for  # noqa: F401  (autouse fixture)
+from tests.test_magics import ip  # noqa: F401  (an InteractiveShell with balloonlab loaded)
 
 MiB = 1 << 20
 
@@ -26,12 +29,15 @@ MiB = 1 << 20
 # helpers
 
 
-def replayed(rec: Recording, **options: Any) -> tuple[list[dict], list[dict], Any]:
-    """Replay ``rec`` on the virtual clock past its end; (the reports it produced, its events, its status)."""
-    lab = balloonlab.replay(rec.path, **options)
+def replayed(rec: Recording, interval: int | None = None) -> tuple[list[dict], list[dict], Any]:
+    """Replay ``rec`` on the virtual clock past its end (polled every ``interval`` s instead of the recorded
+    interval, if given); (the reports it produced, its events, the replay guest's status)."""
+    lab = balloonlab.replay(rec.path)
     try:
         seen: list[dict] = []
         lab.subscribe(lambda u: seen.append(u.stats.raw) if u.kind == "stats" else None)
+        if interval is not None:
+            lab.polling_interval = interval
         lab.advance(rec.duration + 5)
         return seen, lab.events, lab.guest("status")
     finally:
@@ -143,15 +149,7 @@ def session(tmp_path_factory) -> Recording:
 
 
 def test_replayed_slower_it_skips_reports_and_never_invents_one(session):
-    lab = balloonlab.replay(session.path)
-    try:
-        seen: list[dict] = []
-        lab.subscribe(lambda u: seen.append(u.stats.raw) if u.kind == "stats" else None)
-        lab.polling_interval = 5
-        lab.advance(session.duration + 5)
-        status = lab.guest("status")
-    finally:
-        lab.close()
+    seen, _, status = replayed(session, interval=5)
     recorded = later_reports(session)
     assert status["skipped"] > 0 and 0 < status["played"] < len(recorded)
     played = after_initial(session, seen)
@@ -160,15 +158,8 @@ def test_replayed_slower_it_skips_reports_and_never_invents_one(session):
 
 
 def test_replayed_faster_reports_come_at_the_recorded_pace(session):
-    lab = balloonlab.replay(session.path)
-    try:
-        seen: list[dict] = []
-        lab.subscribe(lambda u: seen.append(u.stats.raw) if u.kind == "stats" else None)
-        lab.polling_interval = 1
-        lab.advance(session.duration + 5)
-    finally:
-        lab.close()
-    assert after_initial(session, seen) == later_reports(session)
+    seen, _, status = replayed(session, interval=1)
+    assert after_initial(session, seen) == later_reports(session) and status["skipped"] == 0
 
 
 @pytest.mark.timeout(60)
@@ -283,18 +274,42 @@ def test_a_missing_file_or_unknown_name_says_what_is_shipped(tmp_path):
 # a full disk
 
 
-def test_a_recorder_whose_disk_fills_stops_says_so_once_and_the_lab_goes_on(caplog):
+@pytest.fixture
+def file_size_limit() -> Iterator[Callable[[int], None]]:
+    """``limit(bytes)``: from now on no file of this process may grow past that (RLIMIT_FSIZE): a write beyond it
+    fails as on a full disk (EFBIG; Python ignores SIGXFSZ).  Restored after the test."""
+    assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, before[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, before)
+
+
+def test_a_recorder_whose_disk_fills_stops_says_so_once_and_the_lab_goes_on(tmp_path, caplog, file_size_limit):
+    path = tmp_path / "full.blab"
     with balloonlab.emulate() as lab:
         lab.polling_interval = 1
-        rec = lab.record("/dev/full")  # every write there fails with ENOSPC once it reaches the device
-        wait_for(lambda: rec.state == "failed", "the recorder to notice the full disk", timeout=20)
-        assert "No space left on device" in rec.error and "the lab goes on" in rec.error
+        rec = lab.record(path)
+        file_size_limit(path.stat().st_size + 4096)
+        wait_for(lambda: lab.stats() and rec.state == "failed", "the recorder to hit the limit", timeout=30)
+        assert rec.error.startswith(f"recording to {path} stopped after ") and "the lab goes on" in rec.error
+        assert "File too large" in rec.error
         errors = [r for r in caplog.records if r.name == "balloonlab.recording" and r.levelname == "ERROR"]
         assert len(errors) == 1
         before = lab.stats().last_update_seconds
         wait_for(lambda: lab.stats().last_update_seconds > before, "a new report after the failure")
-        assert "FAILED" not in repr(rec) and "failed" in repr(rec)
+        assert repr(rec).startswith("<Recorder failed")
         rec.stop()  # idempotent on a failed recorder
+        assert rec.state == "failed"
+    assert read_recording(path).end is None  # what reached the disk still reads, without an end
+
+
+def test_a_recording_that_cannot_be_created_is_an_error_at_once():
+    with balloonlab.emulate() as lab:
+        with pytest.raises(RecordingError, match=r"^/dev/full: cannot write the recording: No space left on device"):
+            lab.record("/dev/full")
+        with pytest.raises(RecordingError, match="cannot write the recording"):
+            lab.record("/nonexistent-dir/x.blab")
+        assert lab.recorders == [] and lab.stats().reported
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,34 +339,23 @@ def test_a_shipped_recording_replays_report_by_report(name):
 # the magic and the command line
 
 
-def test_the_magic_records_the_current_lab_and_stops(tmp_path):
+def test_the_magic_records_the_current_lab_and_stops(tmp_path, ip):
     from IPython.core.error import UsageError
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
 
-    config = Config()
-    config.HistoryManager.enabled = False
-    InteractiveShell.clear_instance()
-    ip = InteractiveShell.instance(config=config)
-    ip.run_line_magic("load_ext", "balloonlab")
-    try:
-        path = tmp_path / "magic.blab"
-        ip.run_line_magic("balloon", "emulate --clock virtual")
-        ip.run_line_magic("balloon", "poll 2")
-        ip.run_line_magic("balloon", f"record {path}")
-        ip.run_line_magic("balloon", "advance 20s")
-        with pytest.raises(UsageError, match="give a FILE to start recording, or --stop, not both"):
-            ip.run_line_magic("balloon", f"record {path} --stop")
-        ip.run_line_magic("balloon", "record --stop")
-        rec = read_recording(path)
-        assert rec.end["reason"] == "stopped" and len(rec.reports) >= 10
-        lab = ip.run_line_magic("balloon", f"replay {path}")
-        assert lab.stats().raw in [r.raw for r in rec.reports[:2]]  # the start, or the first report at once
-        with pytest.raises(UsageError, match="--speed needs --clock real"):
-            ip.run_line_magic("balloon", f"replay {path} --speed 10")
-    finally:
-        ip.run_line_magic("unload_ext", "balloonlab")
-        InteractiveShell.clear_instance()
+    path = tmp_path / "magic.blab"
+    ip.run_line_magic("balloon", "emulate --clock virtual")
+    ip.run_line_magic("balloon", "poll 2")
+    ip.run_line_magic("balloon", f"record {path}")
+    ip.run_line_magic("balloon", "advance 20s")
+    with pytest.raises(UsageError, match="give a FILE to start recording, or --stop, not both"):
+        ip.run_line_magic("balloon", f"record {path} --stop")
+    ip.run_line_magic("balloon", "record --stop")
+    rec = read_recording(path)
+    assert rec.end["reason"] == "stopped" and len(rec.reports) >= 10
+    lab = ip.run_line_magic("balloon", f"replay {path}")
+    assert lab.stats().raw in [r.raw for r in rec.reports[:2]]  # the start, or the first report at once
+    with pytest.raises(UsageError, match="--speed needs --clock real"):
+        ip.run_line_magic("balloon", f"replay {path} --speed 10")
 
 
 @pytest.mark.timeout(60)

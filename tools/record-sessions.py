@@ -75,7 +75,7 @@ SESSIONS = {s.name: s for s in [
     tmpfs_fill("tmpfs-fill-7.2", False),
     tmpfs_fill("tmpfs-fill-fpr-7.2", True),
     Session("inflate-under-load-7.2", [
-        wait(15), shell(FILL.format(mib=120), "a 120 MiB load in tmpfs"), wait(20), target("256M"), wait(40),
+        wait(15), shell(FILL.format(mib=96), "a 96 MiB load in tmpfs"), wait(20), target("256M"), wait(40),
         target("512M"), wait(40), shell("rm fill", "the load goes away"), wait(30)]),
     Session("deflate-on-oom-7.2", [
         wait(15), target("160M"), wait(25), shell(FILL.format(mib=200), "fill 200 MiB of tmpfs past the balloon"),

@@ -20,8 +20,8 @@ CATALOGUE: dict[str, str] = {
                       "comes back in the guest, the host keeps the pages (host-rss stays high)",
     "tmpfs-fill-fpr-7.2": "QEMU 7.2, free page reporting on: the same fill and removal; the guest reports the freed "
                           "pages and the host's RSS falls back",
-    "inflate-under-load-7.2": "QEMU 7.2: the balloon inflated to 256 MiB and deflated again while a 120 MiB tmpfs "
-                              "load sits in the guest; total-memory follows actual",
+    "inflate-under-load-7.2": "QEMU 7.2: a 96 MiB tmpfs load, then the balloon inflated to 256 MiB and deflated "
+                              "again (notebook 04's session); total-memory follows actual",
     "deflate-on-oom-7.2": "QEMU 7.2, deflate-on-oom on: balloon at 160 MiB, the guest fills 200 MiB of tmpfs and "
                           "the driver deflates by itself instead of killing a process",
     "page-cache-10.0": "QEMU 10.0 (all 16 stats): page cache grows as files are written and read, then "
