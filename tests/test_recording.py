@@ -297,7 +297,7 @@ def test_a_recorder_whose_disk_fills_stops_says_so_once_and_the_lab_goes_on(tmp_
         assert len(errors) == 1
         before = lab.stats().last_update_seconds
         wait_for(lambda: lab.stats().last_update_seconds > before, "a new report after the failure")
-        assert repr(rec).startswith("<Recorder failed")
+        assert repr(rec).startswith("<Recorder recording FAILED: ")
         rec.stop()  # idempotent on a failed recorder
         assert rec.state == "failed"
     assert read_recording(path).end is None  # what reached the disk still reads, without an end
@@ -347,6 +347,7 @@ def test_the_magic_records_the_current_lab_and_stops(tmp_path, ip):
     ip.run_line_magic("balloon", "poll 2")
     ip.run_line_magic("balloon", f"record {path}")
     ip.run_line_magic("balloon", "advance 20s")
+    assert ip.run_line_magic("balloon", "info").recording.startswith(f"recording {path}: ")
     with pytest.raises(UsageError, match="give a FILE to start recording, or --stop, not both"):
         ip.run_line_magic("balloon", f"record {path} --stop")
     ip.run_line_magic("balloon", "record --stop")

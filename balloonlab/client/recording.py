@@ -271,6 +271,13 @@ class Recorder:
     def recording(self) -> bool:
         return self.state == "recording"
 
+    @property
+    def summary(self) -> str:
+        """One line for the front ends (``%balloon record``, ``%balloon info``): state, file, counts or error."""
+        if self.state == "failed":
+            return f"recording FAILED: {self.error}"
+        return f"{self.state} {self.path}: {self.reports} reports, {self.records} records"
+
     def __enter__(self) -> "Recorder":
         return self
 
@@ -278,10 +285,7 @@ class Recorder:
         self.stop()
 
     def __repr__(self) -> str:
-        what = f"{self.reports} reports, {self.records} records"
-        if self.state == "failed":
-            return f"<Recorder failed {self.path}: {self.error}>"
-        return f"<Recorder {self.state} {self.path}: {what}>"
+        return f"<Recorder {self.summary}>"
 
 
 __all__ = ["Recorder", "RecorderState"]

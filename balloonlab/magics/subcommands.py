@@ -335,20 +335,14 @@ def _record(magics: "BalloonMagics", args: argparse.Namespace) -> None:
         recorders = lab.recorders
         for rec in recorders:
             rec.stop()
-        print("\n".join(_recorder_words(r) for r in recorders) or "nothing was recording this lab")
+        print("\n".join(r.summary for r in recorders) or "nothing was recording this lab")
         return
     if args.file is None:
-        print("\n".join(_recorder_words(r) for r in lab.recorders) or "nothing records this lab "
+        print("\n".join(r.summary for r in lab.recorders) or "nothing records this lab "
               "(%balloon record FILE starts)")
         return
     rec = lab.record(os.path.expanduser(args.file))
     print(f"recording {_describe(lab)} to {rec.path} (%balloon record --stop ends it)")
-
-
-def _recorder_words(rec: Any) -> str:
-    if rec.state == "failed":
-        return f"recording FAILED: {rec.error}"
-    return f"{rec.state} {rec.path}: {rec.reports} reports, {rec.records} records"
 
 
 @subcommand("replay")
