@@ -33,7 +33,8 @@ KEYS = {
     "fleet": ("fleet_10_cpu_percent", "fleet_10_subscribed_cpu_percent", "fleet_100_cpu_percent",
               "fleet_100_subscribed_cpu_percent", "fleet_baseline_cpu_percent"),
     "panel": ("panel_update_cpu_ms", "history_24h_mb"),
-    "recording": ("recording_day_2s_mb", "recording_cpu_overhead_percent"),
+    "recording": ("recording_day_2s_mb", "recording_cpu_overhead_percent",
+                  "recording_cpu_overhead_back_to_back_percent"),
 }
 
 
