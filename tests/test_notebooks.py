@@ -3,7 +3,9 @@
 One test per ``notebooks/*.ipynb`` (stored without outputs), executed with nbclient in a new python3 kernel from
 this environment, working directory ``notebooks/``. A cell that raises fails the test unless the notebook tags it
 ``raises-exception`` (a deliberate error shown to the reader). The live-QEMU notebook needs qemu-system-x86_64 and
-the guest image; where they are missing it must say so and skip its live cells itself, so it passes here too.
+the guest image; where they are missing it says so and replays a recording of the same session made from real
+QEMU instead, so it passes here too (a test runs it so, without QEMU on PATH) -- in CI
+(tests/fixtures/requirements.py) it must run live, where a replay instead would prove nothing new.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.requirements import notebook_needs, require_in_ci
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 #: Per-cell limit; a live cell boots QEMU under TCG, which takes tens of seconds on a busy machine.
@@ -25,6 +29,7 @@ CELL_TIMEOUT = 300
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    require_in_ci(*notebook_needs(path))
     run_notebook(path, tmp_path, monkeypatch)
 
 
@@ -45,8 +50,9 @@ def test_the_live_qemu_notebook_replays_a_real_recording_where_qemu_is_missing(t
 
 def run_notebook(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Execute a notebook in a fresh kernel (failing at the first cell that raises); the executed notebook."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+    import nbformat
+
     # A private IPython profile dir: no shared history database, no user startup files.
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Literal, get_args
 if TYPE_CHECKING:
     from .guests import ReplayScript
 
+from ..errors import EmulatorOptionError
+
 #: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
 QemuVersion = Literal["7.2", "9.2", "10.0"]
 QEMU_VERSIONS: tuple[QemuVersion, ...] = get_args(QemuVersion)
@@ -38,6 +40,13 @@ class BalloonSpec:
     polling_interval: int = 0
     #: ``-balloon virtio`` (the legacy spelling of QEMU's stats doc): anonymous, at peripheral-anon/device[1].
     legacy: bool = False
+
+    def check(self) -> None:
+        """Refuse what QEMU's realize refuses, in its words.  Free page hinting runs on an iothread
+        (``virtio_balloon_device_realize``) and the emulator models none, so ``free-page-hint=on`` always fails,
+        as it does on QEMU without ``iothread=`` (docs/differences.md: ``no-iothread``)."""
+        if self.free_page_hint:
+            raise EmulatorOptionError("'free-page-hint' requires 'iothread' to be set")
 
 
 @dataclass
