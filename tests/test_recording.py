@@ -328,6 +328,10 @@ def test_the_shipped_recordings_are_listed_with_a_line_each_and_come_from_real_q
         assert rec.end is not None and len(rec.reports) > 30 and rec.marks
         total += item.path.stat().st_size
     assert total < 400_000
+    props = {r.name: read_recording(r.path).header["device"]["properties"] for r in shipped}
+    assert props["tmpfs-fill-fpr-7.2"]["free-page-reporting"] is True  # as QEMU answered qom-get
+    assert props["tmpfs-fill-7.2"]["free-page-reporting"] is False
+    assert props["deflate-on-oom-7.2"]["deflate-on-oom"] is True
 
 
 @pytest.mark.parametrize("name", ["deflate-on-oom-7.2", "page-cache-10.0"])
