@@ -17,6 +17,7 @@ import pytest
 
 import balloonlab
 from balloonlab.client.recordfile import Recording, read_recording
+from balloonlab.client.shipped import CATALOGUE
 from balloonlab.errors import BalloonError, RecordingError
 from tests.fixtures.qemu import guest_image, qemu_binary  # noqa: F401  (fixtures)
 from tests.helpers import clean_loop, wait_for  # noqa: F401  (autouse fixture)
@@ -334,7 +335,7 @@ def test_the_shipped_recordings_are_listed_with_a_line_each_and_come_from_real_q
     assert props["deflate-on-oom-7.2"]["deflate-on-oom"] is True
 
 
-@pytest.mark.parametrize("name", ["deflate-on-oom-7.2", "page-cache-10.0"])
+@pytest.mark.parametrize("name", list(CATALOGUE))
 def test_a_shipped_recording_replays_report_by_report(name):
     assert_replays_report_by_report(read_recording(balloonlab.client.shipped.shipped_path(name)))
 
