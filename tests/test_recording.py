@@ -115,6 +115,20 @@ def test_a_live_qemu_session_replays_report_by_report(tmp_path, guest_image):
     assert_replays_report_by_report(recording)
 
 
+def test_a_recording_begun_before_the_boot_report_replays_it_as_the_boot_report(tmp_path):
+    path = tmp_path / "boot.blab"
+    with balloonlab.emulate(clock="virtual", paused=True) as lab:
+        lab.polling_interval = 2
+        rec = lab.record(path)
+        lab.qmp("cont")
+        lab.advance("20s")
+        rec.stop()
+    recording = read_recording(path)
+    assert recording.reports[0].initial and recording.reports[0].last_update == 0
+    assert [e["event"]["event"] for e in recording.events] == ["RESUME"]
+    assert_replays_report_by_report(recording)
+
+
 def test_lab_close_ends_the_recording_and_every_exchange_is_in_it(tmp_path):
     path = tmp_path / "closed.blab"
     lab = balloonlab.emulate(clock="virtual")
@@ -381,6 +395,7 @@ def test_balloonlab_record_attaches_to_a_socket_for_a_duration(tmp_path):
         assert f"to {out} for 4 s" in done.stdout and "reports" in done.stdout
         rec = read_recording(out)
         assert rec.header["interval"] == 1 and rec.header["backend"] == "connected" and len(rec.reports) >= 2
+        assert_replays_report_by_report(rec)  # a real-clock recording replays as exactly as a virtual one
         bad = subprocess.run([sys.executable, "-m", "balloonlab", "record", str(sock), "-o", str(out),
                               "--duration", "soon"], env=env, capture_output=True, text=True, timeout=30)
         assert bad.returncode == 2 and "argument --duration" in bad.stderr

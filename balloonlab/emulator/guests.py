@@ -428,6 +428,11 @@ class ReplayGuest(Guest):
             dev.statsq.guest_add(encode_stats(entries))
             # The device held this report before the recording began: it keeps the second it was stamped with.
             dev.last_update = last_update
+        elif self.script.reports:
+            # Recording began before the driver's boot report: the first recorded report is that one, which the
+            # driver sends unasked, at its second.
+            now = self.clock.wall_time()
+            self._answer_timer.mod_in(max(0, round((self.script.reports[0][0] + 0.001 - now) * NS)))
 
     def _on_request(self) -> None:
         self.requests += 1
@@ -446,7 +451,8 @@ class ReplayGuest(Guest):
 
     def _answer(self) -> None:
         dev = self.device
-        if dev is None or dev.statsq.holder != "guest" or self._next >= len(self.script.reports):
+        # "guest": the answer to a request; "none": the boot report (see _park_first_buffer)
+        if dev is None or dev.statsq.holder == "device" or self._next >= len(self.script.reports):
             return
         entries = self.script.reports[self._next][1]
         self._next += 1
