@@ -198,6 +198,15 @@ def test_the_memory_curve_follows_the_reports(session):
     assert curve[-1][1] - curve[0][1] > 150 * MiB  # the 200M allocation
 
 
+def test_a_shipped_recording_gives_a_real_guests_memory_curve():
+    from balloonlab.client.replay import memory_curve
+
+    curve = list(memory_curve("tmpfs-fill-7.2"))
+    used = [u for _, u in curve]
+    assert [t for t, _ in curve] == sorted(t for t, _ in curve)
+    assert max(used) - used[0] > 180 * MiB and used[-1] - used[0] < 20 * MiB  # 200 MiB in tmpfs, then removed
+
+
 # --------------------------------------------------------------------------------------------------------------
 # bad files
 

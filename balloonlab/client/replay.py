@@ -16,6 +16,7 @@ reset: both are in ``lab.events`` only as they happen in the replay itself.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..emulator.clock import NS
@@ -112,6 +113,14 @@ def replay_script(source: str | os.PathLike[str] | Recording) -> ReplayScript:
                         duration_ns=ends)
 
 
+def memory_curve(source: str | os.PathLike[str] | Recording,
+                 definition: str = "total-available") -> Iterator[tuple[float, int]]:
+    """``(VM seconds, bytes the guest uses)`` at each report of a recording (a path or a shipped name): what a
+    simulated host's workload follows (``workloads={"vm0": "recording:NAME"}``) to give one of its VMs a real
+    guest's appetite.  ``definition`` as in ``GuestStats.used_memory``."""
+    return load(source).memory_curve(definition)
+
+
 def replay(source: str | os.PathLike[str], clock: ClockKind = "virtual", speed: float = 1.0, *,
            history: bool = False, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
     """An emulated lab replaying a recording (a path, or a shipped name from ``balloonlab.recordings()``).
@@ -133,4 +142,4 @@ def replay(source: str | os.PathLike[str], clock: ClockKind = "virtual", speed: 
     return start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
 
 
-__all__ = ["replay", "replay_script", "qemu_profile", "resolve", "load"]
+__all__ = ["replay", "replay_script", "memory_curve", "qemu_profile", "resolve", "load"]
