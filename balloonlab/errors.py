@@ -25,6 +25,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- GuestImageError             the tiny guest image could not be built or found
     +-- GuestExecError              a command in a live guest failed
     +-- JupyterLabError             balloonlab lab cannot start JupyterLab
+    +-- RecordingError              a recording cannot be read (names the file and the line), or written
     +-- LibvirtError                libvirt refused a call (its code and message verbatim)
 """
 
@@ -120,6 +121,12 @@ class JupyterLabError(BalloonError):
     """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
 
 
+class RecordingError(BalloonError):
+    """A recording that cannot be played or made: empty, truncated in its header, corrupt, of another format
+    version, or a file that cannot be opened.  The message names the file and the line (``session.blab: line 7:
+    corrupt record, not JSON``)."""
+
+
 class LibvirtError(BalloonError):
     """libvirt refused a call of the libvirt backend (``balloonlab.connect("qemu:///system", domain=...)``).
 
@@ -154,6 +161,7 @@ __all__ = [
     "GuestImageError",
     "GuestExecError",
     "JupyterLabError",
+    "RecordingError",
     "LibvirtError",
     "BalloonDisconnected",
     "NoBalloonDevice",

@@ -320,3 +320,11 @@ def test_the_operators_notebook_runs_against_a_real_libvirt_host(web1, tmp_path,
     assert "libvirt" in overview and "web1" in overview
     check = "".join(o.get("text", "") for o in nb.cells[10].outputs if o.output_type == "stream")
     assert check.strip() == "right"
+
+
+def test_a_libvirt_lab_is_not_recorded_behind_libvirts_back(lab, tmp_path):
+    from balloonlab.errors import UnsupportedBackendError
+
+    with pytest.raises(UnsupportedBackendError, match="tainted"):
+        lab.record(tmp_path / "web1.blab")
+    assert not (tmp_path / "web1.blab").exists()

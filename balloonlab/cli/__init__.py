@@ -4,6 +4,7 @@
     balloonlab guest build      build and cache the tiny guest image (cli/guest.py)
     balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
     balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
+    balloonlab record ...       record a VM's balloon to a file balloonlab.replay() plays (cli/record.py)
     balloonlab dashboard [URI]  serve the fleet of libvirt hosts as a web page through Voila (cli/dashboard.py)
 
 Every ``main()`` and argument parser of the package lives in this folder; the library modules hold none.
@@ -14,12 +15,13 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-USAGE = """usage: balloonlab {emulate,guest,launch,lab,dashboard} ...
+USAGE = """usage: balloonlab {emulate,guest,launch,lab,record,dashboard} ...
 
   emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
   guest      'guest build': build and cache the tiny Linux guest image for live labs
   launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
   lab        open JupyterLab on the quickstart notebook (emulated backend)
+  record     record a VM's balloon from its QMP socket (SOCKET -o FILE --duration 10m [--interval 2])
   dashboard  serve the balloons of libvirt hosts' VMs (or an emulated host) as a web page (Voila)
 
 'balloonlab COMMAND --help' describes each command."""
@@ -40,6 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .launch import main as run
     elif command == "lab":
         from .jupyter import main as run
+    elif command == "record":
+        from .record import main as run
     elif command == "dashboard":
         from .dashboard import main as run
     else:

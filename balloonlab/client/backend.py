@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Protocol
 
+from .connection import ExchangeTap
 from .history import History
 from .updates import LabUpdate
 from ..stats import GuestStats
@@ -54,6 +55,7 @@ class BalloonBackend(Protocol):
     def end_replay(self) -> None: ...
     def events_snapshot(self) -> list[dict]: ...
     def subscribe(self, callback: Callable[[LabUpdate], None]) -> Callable[[], None]: ...
+    def add_tap(self, tap: ExchangeTap) -> Callable[[], None]: ...  # a recorder sees every exchange and event
     def take_notice(self) -> str | None: ...  # something to tell the user once, on the caller's thread
     def _poke(self) -> None: ...  # wake the follower now
 
