@@ -105,10 +105,14 @@ class Balloon:
     :func:`launch`."""
 
     def __init__(self, socket_path: str, *, backend: str = "connected", device_path: str | None = None,
-                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None) -> None:
+                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
+                 name: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
         self.backend = backend
+        #: The VM's name: given by its host (``"vm0"``...), else the socket's file name without its extension
+        #: (Proxmox's ``/var/run/qemu-server/100.qmp`` is ``"100"``), for an emulator's private socket ``"vm0"``.
+        self.name = name or _default_name(socket_path, backend)
         self.timeout = timeout
         self._emulator = emulator
         self._vm = vm
@@ -254,6 +258,19 @@ class Balloon:
                     break
         finally:
             _loop.call_soon(client.end_replay)
+
+    @property
+    def host_rss(self) -> int:
+        """Bytes of host memory this VM's QEMU process holds (its VmRSS): what the VM really costs the host,
+        as opposed to what the guest says it uses.  Emulated labs report their host model's figure; a launched
+        VM's is read from ``/proc``."""
+        if self._vm is not None:
+            return int(self._vm.rss())
+        if self._has(STATUS):
+            return int(self.emulator_state()["host-rss"])
+        raise UnsupportedBackendError(
+            f"host_rss needs a VM this process can see: balloonlab.launch() or an emulated lab; this {self.backend} "
+            f"lab's QEMU at {self.socket_path} may run anywhere (read its VmRSS in /proc/PID/status on its host)")
 
     def trace(self, since: int = 0) -> dict:
         """The stats virtqueue exchanges the emulator recorded (``x-balloonlab-trace``); emulated labs only."""
@@ -432,6 +449,11 @@ class Balloon:
         return time.time()
 
 
+def _default_name(socket_path: str, backend: str) -> str:
+    stem = os.path.splitext(os.path.basename(socket_path))[0]
+    return "vm0" if backend == "emulated" or stem in ("", "qmp") else stem
+
+
 # Constructors --------------------------------------------------------------------------------------------------
 def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
     """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
@@ -441,7 +463,8 @@ def connect(path: str, *, device_path: str | None = None, history: bool = False,
 def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
-            boot_delay: float = 0.05) -> Balloon:
+            boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
+            workload: str | None = None) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
@@ -453,26 +476,21 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     ``boot_delay`` is how long the emulated guest takes from power-on to its balloon driver's boot report (a real
     TCG boot takes seconds; ``balloonlab emulate`` models 1 s).  Like ``launch()``, which waits for its guest,
     ``emulate()`` returns once a running guest's boot report is there, so ``emulate().stats()`` has numbers.
+
+    ``free_page_reporting`` and ``deflate_on_oom`` are the device's QOM properties of the same names (QEMU's
+    ``-device virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on``): the feature bits follow them, and
+    so does the guest (free memory goes back to the host; the balloon deflates instead of an OOM kill).
+    ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``).
     """
     try:
         from ..emulator import Emulator
-        from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
-    if guest not in GUEST_MODELS:
-        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
-    if clock not in CLOCKS:
-        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
-    if str(qemu_version) not in QEMU_VERSIONS:
-        raise EmulatorOptionError(
-            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
-    try:
-        ram = parse_size(memory, default_unit="M")
-    except ValueError as exc:
-        raise EmulatorOptionError(str(exc)) from None
-    config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
-                           qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed,
-                           guest_kernel=guest_kernel, boot_delay=boot_delay)
+    ram = parse_ram(memory)
+    config = machine_config(guest=guest, ram=ram, clock=clock, qemu_version=qemu_version, id=id, paused=paused,
+                            seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
+                            free_page_reporting=free_page_reporting, deflate_on_oom=deflate_on_oom,
+                            workload=workload)
 
     async def start() -> Any:
         emu = Emulator(config, socket_path)
@@ -494,16 +512,56 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     return lab
 
 
-def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0, **options: Any) -> Balloon:
+def parse_ram(memory: str | int) -> int:
+    """A VM's RAM like ``-m`` (a bare number is MiB), or EmulatorOptionError saying what is wrong."""
+    try:
+        return parse_size(memory, default_unit="M")
+    except ValueError as exc:
+        raise EmulatorOptionError(str(exc)) from None
+
+
+def machine_config(*, guest: str, ram: int, clock: str, qemu_version: str, id: str | None = None,
+                   paused: bool = False, seed: int = 0, guest_kernel: str | None = None, boot_delay: float = 0.05,
+                   free_page_reporting: bool = False, deflate_on_oom: bool = False,
+                   workload: str | None = None) -> Any:
+    """The emulator's MachineConfig for one VM, every choice checked (EmulatorOptionError names the choices)."""
+    from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+    from ..emulator.workloads import WORKLOADS
+
+    if guest not in GUEST_MODELS:
+        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
+    if clock not in CLOCKS:
+        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
+    if str(qemu_version) not in QEMU_VERSIONS:
+        raise EmulatorOptionError(
+            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
+    if workload is not None and workload not in WORKLOADS:
+        raise EmulatorOptionError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    for prop, value in (("free_page_reporting", free_page_reporting), ("deflate_on_oom", deflate_on_oom)):
+        if not isinstance(value, bool):
+            raise EmulatorOptionError(f"{prop} is a device property that is on or off: give True or False, "
+                                      f"not {value!r}")
+    spec = BalloonSpec(id=id, legacy=id is None, free_page_reporting=free_page_reporting,
+                       deflate_on_oom=deflate_on_oom)
+    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=str(qemu_version),
+                         guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
+                         workload=workload)
+
+
+def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,
+           free_page_reporting: bool = False, deflate_on_oom: bool = False, **options: Any) -> Balloon:
     """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
 
     ``options`` go to :meth:`balloonlab.live.launcher.LiveVM.start` (``balloon_id``, ``paused``, ``guest``,
-    ``accel``, ``extra_args``, ``image``, ``workdir``, ``timeout``...).  ``close()`` stops QEMU again.
+    ``accel``, ``extra_args``, ``image``, ``workdir``, ``timeout``...).  ``free_page_reporting`` and
+    ``deflate_on_oom`` set the device's properties of those names.  ``close()`` stops QEMU again.
     """
     try:
         from ..live.launcher import LiveVM
     except ImportError as exc:
         raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
+    props = {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom}
+    options.setdefault("balloon_properties", {k: v for k, v in props.items() if v})
     vm = LiveVM.start(memory=memory, **options)
     return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
 

@@ -76,7 +76,7 @@ class Clock:
     """Host and VM time plus timers, real or virtual.  Created and used on the asyncio loop's thread only."""
 
     def __init__(self, mode: str = "real", loop: asyncio.AbstractEventLoop | None = None,
-                 start_epoch: float | None = None) -> None:
+                 start_epoch: float | None = None, start_ns: int = 0) -> None:
         if mode not in ("real", "virtual"):
             raise ValueError(f"clock mode must be 'real' or 'virtual', not {mode!r}")
         self.mode = mode
@@ -100,7 +100,9 @@ class Clock:
         else:
             self._host_origin = 0
             self._epoch = time.time() if start_epoch is None else float(start_epoch)
-            self._virtual_host = 0
+            # a VM that joins a host of VMs later starts at the host's time, so all read one clock
+            self._virtual_host = start_ns
+            self._vm_since = start_ns
 
     # -- reading the clocks -------------------------------------------------------------------------------
     def host_ns(self) -> int:

@@ -52,3 +52,6 @@ class MachineConfig:
     #: (1 s; a TCG boot of the tiny guest takes 2.5-4 s).  ``balloonlab.emulate()`` asks for a quick boot so that a
     #: lab has stats at once; only the duration changes, never the order of what happens.
     boot_delay: float | None = None
+    #: What the guest's programs do with memory over time (workloads.py: idle, steady, diurnal, bursty, leak,
+    #: batch); None: nothing but what ``x-balloonlab-guest`` actions start.
+    workload: str | None = None

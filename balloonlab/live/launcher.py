@@ -33,13 +33,13 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..errors import GuestExecError, LaunchError
 from ..units import format_size, parse_size
 from .channel import CommandChannel, ExecResult
 from .guest_image import READY_MARKER, GuestImage
-from .process import spawn, terminate
+from .process import process_rss, spawn, terminate
 
 QEMU_BINARY = "qemu-system-x86_64"
 #: Kernel command line of the guest: console on the first serial port, quiet so the log stays short.
@@ -103,11 +103,13 @@ def build_argv(
     accel: str = "tcg",
     extra_args: Sequence[str] = (),
     qemu: Sequence[str] = (QEMU_BINARY,),
+    balloon_properties: Mapping[str, bool] | None = None,
 ) -> list[str]:
     """The QEMU command line (a list: never through a shell).  ``image=None`` boots no kernel at all.
 
     ``balloon_id``: the device's id (QOM ``/machine/peripheral/<id>``); ``""`` adds it without one
-    (``/machine/peripheral-anon/device[0]``); ``None`` adds no balloon device at all.
+    (``/machine/peripheral-anon/device[0]``); ``None`` adds no balloon device at all.  ``balloon_properties``:
+    the device's on/off properties (``{"free-page-reporting": True, "deflate-on-oom": True}``).
     """
     if balloon_id and not _QEMU_ID.fullmatch(balloon_id):
         raise LaunchError(f"invalid device id {balloon_id!r}: QEMU ids start with a letter and contain only "
@@ -123,7 +125,8 @@ def build_argv(
     if image is not None:
         argv += ["-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_APPEND]
     if balloon_id is not None:
-        argv += ["-device", "virtio-balloon-pci" + (f",id={balloon_id}" if balloon_id else "")]
+        props = "".join(f",{k}={'on' if v else 'off'}" for k, v in (balloon_properties or {}).items())
+        argv += ["-device", "virtio-balloon-pci" + (f",id={balloon_id}" if balloon_id else "") + props]
     if paused:
         argv.append("-S")
     argv += list(extra_args)
@@ -245,6 +248,7 @@ class LiveVM:
         timeout: float = 90,
         *,
         qemu: str | Sequence[str] | None = None,
+        balloon_properties: Mapping[str, bool] | None = None,
     ) -> "LiveVM":
         """Boot QEMU and return once its QMP socket accepts and (guest, not paused) the guest is ready.
 
@@ -268,7 +272,8 @@ class LiveVM:
         memory_mib(memory)  # a bad size fails here, before anything exists to clean up
         files, own = _make_workdir(workdir)
         argv = build_argv(files, memory=memory, balloon_id=balloon_id, paused=paused,
-                          image=image if guest else None, accel=accel, extra_args=extra_args, qemu=qemu_cmd)
+                          image=image if guest else None, accel=accel, extra_args=extra_args, qemu=qemu_cmd,
+                          balloon_properties=balloon_properties)
         started = time.monotonic()
         try:
             with open(files.stderr_log, "wb") as stderr:
@@ -339,6 +344,10 @@ class LiveVM:
     @property
     def pid(self) -> int:
         return self._res.proc.pid
+
+    def rss(self) -> int:
+        """The QEMU process's resident memory in bytes (``VmRSS`` in ``/proc/PID/status``)."""
+        return process_rss(self.pid)
 
     @property
     def alive(self) -> bool:
