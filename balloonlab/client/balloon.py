@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Literal, TypeVar, get_args
 
 from . import loop as _loop
 from .connection import ADVANCE, TRACE, BalloonClient
@@ -30,10 +30,17 @@ from .history import History
 from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_size
 
+if TYPE_CHECKING:
+    from ..emulator.config import ClockKind, GuestModel, MachineConfig, QemuVersion
+    from ..emulator.workloads import WorkloadName
+    from ..qapi import RunState
+
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
 
-BACKENDS = ("emulated", "live", "connected")
+#: How a lab reaches its VM: an in-process emulator, a QEMU balloonlab launched, or a socket it was given.
+Backend = Literal["emulated", "live", "connected"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 STATUS, GUEST = "x-balloonlab-status", "x-balloonlab-guest"
 
 
@@ -104,7 +111,7 @@ class Balloon:
     """One VM's balloon device, reached over QMP.  Build it with :func:`emulate`, :func:`connect` or
     :func:`launch`."""
 
-    def __init__(self, socket_path: str, *, backend: str = "connected", device_path: str | None = None,
+    def __init__(self, socket_path: str, *, backend: Backend = "connected", device_path: str | None = None,
                  history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
                  name: str | None = None) -> None:
         if backend not in BACKENDS:
@@ -143,7 +150,7 @@ class Balloon:
     def _has(self, command: str) -> bool:
         return command in self._client.commands
 
-    # The pinned surface (iface.md) -----------------------------------------------------------------------------
+    # The public surface (docs/architecture.md) -------------------------------------------------------------
     @property
     def socket_path(self) -> str:
         """The QMP unix socket (qmp-shell, `%%qmp` or another tool can attach to it as well)."""
@@ -332,7 +339,7 @@ class Balloon:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # Additions (not in iface.md; for magics, widgets and people) ----------------------------------------------
+    # For magics, widgets and people ---------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         return self._closed
@@ -377,7 +384,7 @@ class Balloon:
         return self._vm
 
     @property
-    def run_state(self) -> str | None:
+    def run_state(self) -> RunState | None:
         """The VM's run state as ``query-status`` says it (``"running"``, ``"paused"``, ``"prelaunch"``...)."""
         return self._run(self._client.read_run_state()).get("status")
 
@@ -460,11 +467,12 @@ def connect(path: str, *, device_path: str | None = None, history: bool = False,
     return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
-def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
+def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: ClockKind = "real",
+            qemu_version: QemuVersion = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-            workload: str | None = None) -> Balloon:
+            workload: WorkloadName | None = None) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
@@ -520,10 +528,10 @@ def parse_ram(memory: str | int) -> int:
         raise EmulatorOptionError(str(exc)) from None
 
 
-def machine_config(*, guest: str, ram: int, clock: str, qemu_version: str, id: str | None = None,
-                   paused: bool = False, seed: int = 0, guest_kernel: str | None = None, boot_delay: float = 0.05,
-                   free_page_reporting: bool = False, deflate_on_oom: bool = False,
-                   workload: str | None = None) -> Any:
+def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
+                   id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
+                   boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
+                   workload: WorkloadName | None = None) -> MachineConfig:
     """The emulator's MachineConfig for one VM, every choice checked (EmulatorOptionError names the choices)."""
     from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
     from ..emulator.workloads import WORKLOADS
@@ -543,7 +551,7 @@ def machine_config(*, guest: str, ram: int, clock: str, qemu_version: str, id: s
                                       f"not {value!r}")
     spec = BalloonSpec(id=id, legacy=id is None, free_page_reporting=free_page_reporting,
                        deflate_on_oom=deflate_on_oom)
-    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=str(qemu_version),
+    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=qemu_version,
                          guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
                          workload=workload)
 

@@ -18,14 +18,17 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import loop as _loop
 from .balloon import Balloon, machine_config, parse_ram
 from ..errors import BalloonDisconnectedError, EmulatorOptionError, UnknownVMError, VirtualClockRequiredError
 from ..units import format_size, parse_duration
 
-ClockMode = Literal["real", "virtual"]
+if TYPE_CHECKING:
+    from ..emulator.config import ClockKind, GuestModel, QemuVersion
+    from ..emulator.host import EmulatedHost
+    from ..emulator.workloads import WorkloadName
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,14 @@ def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
 class Host:
     """A host of emulated VMs (see the module docstring).  Build it with :func:`emulate_host`."""
 
-    def __init__(self, emulated: Any, *, guest: str, qemu_version: str, free_page_reporting: bool,
+    def __init__(self, emulated: EmulatedHost, *, guest: GuestModel, qemu_version: QemuVersion,
+                 free_page_reporting: bool,
                  deflate_on_oom: bool, seed: int, timeout: float) -> None:
         self._host = emulated
-        self._defaults = {"guest": guest, "qemu_version": qemu_version, "free_page_reporting": free_page_reporting,
-                          "deflate_on_oom": deflate_on_oom}
+        self._guest: GuestModel = guest
+        self._qemu_version: QemuVersion = qemu_version
+        self._free_page_reporting = free_page_reporting
+        self._deflate_on_oom = deflate_on_oom
         self._seed = seed
         self.timeout = timeout
         self._labs: dict[str, Balloon] = {}
@@ -111,12 +117,13 @@ class Host:
         return int(self._host.memory)
 
     @property
-    def clock(self) -> ClockMode:
+    def clock(self) -> ClockKind:
+        """``"virtual"`` (time moves in :meth:`advance`) or ``"real"``."""
         return self._host.mode
 
-    def add_vm(self, memory: str | int = "1G", name: str | None = None, guest: str | None = None,
+    def add_vm(self, memory: str | int = "1G", name: str | None = None, guest: GuestModel | None = None,
                free_page_reporting: bool | None = None, deflate_on_oom: bool | None = None, *,
-               workload: str | None = None, qemu_version: str | None = None) -> Balloon:
+               workload: WorkloadName | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
         """Start one more VM on this host (an emulated QEMU with its own QMP socket) and return its lab.  None:
         the host's defaults (those given to :func:`emulate_host`)."""
         self._check_open()
@@ -126,12 +133,11 @@ class Host:
             if name in self._labs and not self._labs[name].closed:
                 raise EmulatorOptionError(f"a VM named {name!r} is already on this host; choose another name")
             seed = self._seed * 1000 + len(self._labs)
-            d = self._defaults
             config = machine_config(
-                guest=guest or d["guest"], ram=ram, clock=self.clock, qemu_version=qemu_version or d["qemu_version"],
+                guest=guest or self._guest, ram=ram, clock=self.clock, qemu_version=qemu_version or self._qemu_version,
                 id="balloon0", seed=seed, workload=workload,
-                free_page_reporting=d["free_page_reporting"] if free_page_reporting is None else free_page_reporting,
-                deflate_on_oom=d["deflate_on_oom"] if deflate_on_oom is None else deflate_on_oom)
+                free_page_reporting=self._free_page_reporting if free_page_reporting is None else free_page_reporting,
+                deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
             emu = _loop.run(self._host.add_vm(name, config), self.timeout)
             try:
                 lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name)
@@ -183,7 +189,10 @@ class Host:
 
     def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
         """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
-        unsubs = [lab.subscribe(lambda u, n=lab.name: callback(n, u)) for lab in self.vms]
+        def forward(name: str) -> Callable[[Any], None]:
+            return lambda update: callback(name, update)
+
+        unsubs = [lab.subscribe(forward(lab.name)) for lab in self.vms]
 
         def unsubscribe() -> None:
             for u in unsubs:
@@ -218,9 +227,10 @@ class Host:
             raise BalloonDisconnectedError("this host is closed; start a new one with balloonlab.emulate_host()")
 
 
-def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = "1G", guest: str = "linux",
-                 clock: ClockMode = "virtual", free_page_reporting: bool = False, deflate_on_oom: bool = False,
-                 qemu_version: str = "10.0", workloads: str | Mapping[str, str] | None = None, seed: int = 0, *,
+def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = "1G", guest: GuestModel = "linux",
+                 clock: ClockKind = "virtual", free_page_reporting: bool = False, deflate_on_oom: bool = False,
+                 qemu_version: QemuVersion = "10.0", workloads: str | Mapping[str, str] | None = None,
+                 seed: int = 0, *,
                  swap: str | int | None = None, timeout: float = 10.0) -> Host:
     """A host with ``memory`` of RAM running ``vms`` emulated VMs of ``vm_memory`` each, named ``vm0``...
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .clock import NS, Clock
-from .config import MachineConfig
+from .config import ClockKind, MachineConfig
 from .memory import PAGE
 from .runner import Emulator
 
@@ -57,14 +57,14 @@ class HostSnapshot:
 class EmulatedHost:
     """The VMs of one host and the host's memory (see the module docstring).  Use it on its loop's thread."""
 
-    def __init__(self, memory: int, swap: int, clock: str = "virtual") -> None:
+    def __init__(self, memory: int, swap: int, clock: ClockKind = "virtual") -> None:
         if memory <= 0:
             raise ValueError(f"the host needs some memory, not {memory} bytes")
         if swap < 0:
             raise ValueError(f"host swap cannot be negative: {swap}")
         self.memory = memory
         self.swap = swap
-        self.mode = clock
+        self.mode: ClockKind = clock
         self.epoch = time.time()
         self.vms: dict[str, Emulator] = {}
         self.swap_used = 0

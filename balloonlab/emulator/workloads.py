@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Generator, Iterable
-from typing import Literal
+from typing import Literal, get_args
 
 from .clock import NS, VM, Clock
 from .memory import MemoryModel
 
 WorkloadName = Literal["idle", "steady", "diurnal", "bursty", "leak", "batch"]
-WORKLOADS: tuple[str, ...] = ("idle", "steady", "diurnal", "bursty", "leak", "batch")
+WORKLOADS: tuple[WorkloadName, ...] = get_args(WorkloadName)
 MIXED = "mixed"
 DAY = 86400.0
 
@@ -164,21 +164,29 @@ _PROGRAMS: dict[str, Callable[[Workload], Steps]] = {
 }
 
 
-def assign(spec: str | dict[str, str] | None, names: Iterable[str], seed: int) -> dict[str, str]:
+def assign(spec: str | dict[str, str] | None, names: Iterable[str], seed: int) -> dict[str, WorkloadName]:
     """Which workload each named VM runs: None -> idle, a name -> that one for all, ``"mixed"`` -> a varied
     seeded set (every workload once before any repeats), a dict -> as given (idle for VMs it does not name)."""
     names = list(names)
     if spec is None:
         return {n: "idle" for n in names}
     if isinstance(spec, dict):
-        unknown = [w for w in spec.values() if w not in WORKLOADS]
-        if unknown:
-            raise ValueError(f"unknown workload {unknown[0]!r} (choose from {', '.join(WORKLOADS)})")
-        return {n: spec.get(n, "idle") for n in names}
+        plan: dict[str, WorkloadName] = {n: "idle" for n in names}
+        for name, workload in spec.items():
+            if name not in plan:
+                raise ValueError(f"workloads names {name!r}, which is not a VM of this host ({', '.join(plan)})")
+            plan[name] = _check(workload)
+        return plan
     if spec == MIXED:
         order = list(WORKLOADS)
         random.Random(seed).shuffle(order)
         return {n: order[i % len(order)] for i, n in enumerate(names)}
-    if spec not in WORKLOADS:
-        raise ValueError(f"unknown workload {spec!r} (choose from {', '.join(WORKLOADS)}, or {MIXED!r})")
-    return {n: spec for n in names}
+    one = _check(spec, f", or {MIXED!r}")
+    return {n: one for n in names}
+
+
+def _check(name: str, more: str = "") -> WorkloadName:
+    for known in WORKLOADS:
+        if name == known:
+            return known
+    raise ValueError(f"unknown workload {name!r} (choose from {', '.join(WORKLOADS)}{more})")

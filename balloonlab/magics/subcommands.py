@@ -108,7 +108,7 @@ def interval_arg(text: str) -> int:
                 f"%balloon poll: not an interval: {text!r} (write whole seconds such as 2, 30s or 1m; 0 turns "
                 "polling off)") from None
         if seconds != int(seconds):
-            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)")
+            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)") from None
         number = int(seconds)
     if number < 0:
         raise UsageError(
