@@ -250,21 +250,13 @@ class Balloon:
         _loop.call_soon(self._client._poke)
 
     def _advance_replaying(self, seconds: float) -> None:
-        """Advance in chunks the emulator's trace ring cannot overflow in, so that history and subscribers see every
-        report (a day at 1 s is 86 400 of them) with its own time, not just the state at the end."""
-        client = self._client
-        cursor, chunk = self._run(client.begin_replay())
-        try:
-            left_ns = round(seconds * 1e9)
-            chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
-            while True:
-                step_ns = min(chunk_ns, left_ns)
-                cursor = self._run(client.advance_replaying(step_ns / 1e9, cursor))
-                left_ns -= step_ns
-                if left_ns <= 0:
-                    break
-        finally:
-            _loop.call_soon(client.end_replay)
+        advance_replaying([self], seconds, lambda step: self._run(self._client.execute(ADVANCE, {"seconds": step})))
+
+    @property
+    def wants_replay(self) -> bool:
+        """Whether a virtual-clock advance should replay each report it produces to this lab's history and
+        subscribers (someone watches, and the emulator keeps a trace)."""
+        return self._client.wants_replay
 
     @property
     def host_rss(self) -> int:
@@ -459,6 +451,34 @@ class Balloon:
 def _default_name(socket_path: str, backend: str) -> str:
     stem = os.path.splitext(os.path.basename(socket_path))[0]
     return "vm0" if backend == "emulated" or stem in ("", "qmp") else stem
+
+
+def advance_replaying(labs: list[Balloon], seconds: float, advance: Callable[[float], None]) -> None:
+    """Advance a virtual clock (``advance(step)``) in chunks no lab's emulator trace ring can overflow in, and after
+    each chunk feed every report it produced, with its own time, to each lab's history and subscribers: a day at
+    1 s is 86 400 reports, and a plot or a history should see each, not just the state at the end.  ``labs`` share
+    the clock (one VM, or a host of them)."""
+    started: list[tuple[Balloon, int]] = []
+    try:
+        chunk = float("inf")
+        for lab in labs:
+            cursor, longest = lab._run(lab._client.begin_replay())
+            started.append((lab, cursor))
+            chunk = min(chunk, longest)
+        cursors = dict(started)
+        left_ns = round(seconds * 1e9)
+        chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
+        while True:
+            step_ns = min(chunk_ns, left_ns)
+            advance(step_ns / 1e9)
+            for lab in labs:
+                cursors[lab] = lab._run(lab._client.replay(cursors[lab]))
+            left_ns -= step_ns
+            if left_ns <= 0:
+                break
+    finally:
+        for lab, _ in started:
+            _loop.call_soon(lab._client.end_replay)
 
 
 # Constructors --------------------------------------------------------------------------------------------------
