@@ -31,7 +31,7 @@ from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from ..emulator.config import ClockKind, GuestModel, MachineConfig, QemuVersion
+    from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.workloads import WorkloadName
     from ..qapi import RunState
 
@@ -515,6 +515,8 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
     ram = parse_ram(memory)
+    from ..emulator.config import machine_config
+
     config = machine_config(guest=guest, ram=ram, clock=clock, qemu_version=qemu_version, id=id, paused=paused,
                             seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
                             free_page_reporting=free_page_reporting, deflate_on_oom=deflate_on_oom,
@@ -546,34 +548,6 @@ def parse_ram(memory: str | int) -> int:
         return parse_size(memory, default_unit="M")
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
-
-
-def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
-                   id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
-                   boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-                   workload: WorkloadName | None = None) -> MachineConfig:
-    """The emulator's MachineConfig for one VM, every choice checked (EmulatorOptionError names the choices)."""
-    from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
-    from ..emulator.workloads import WORKLOADS
-
-    if guest not in GUEST_MODELS:
-        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
-    if clock not in CLOCKS:
-        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
-    if str(qemu_version) not in QEMU_VERSIONS:
-        raise EmulatorOptionError(
-            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
-    if workload is not None and workload not in WORKLOADS:
-        raise EmulatorOptionError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
-    for prop, value in (("free_page_reporting", free_page_reporting), ("deflate_on_oom", deflate_on_oom)):
-        if not isinstance(value, bool):
-            raise EmulatorOptionError(f"{prop} is a device property that is on or off: give True or False, "
-                                      f"not {value!r}")
-    spec = BalloonSpec(id=id, legacy=id is None, free_page_reporting=free_page_reporting,
-                       deflate_on_oom=deflate_on_oom)
-    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=qemu_version,
-                         guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
-                         workload=workload)
 
 
 def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,

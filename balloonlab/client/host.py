@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import loop as _loop
-from .balloon import Balloon, advance_replaying, machine_config, parse_ram
+from .balloon import Balloon, advance_replaying, parse_ram
 from ..errors import BalloonDisconnectedError, EmulatorOptionError, UnknownVMError, VirtualClockRequiredError
 from ..units import format_size, parse_duration
 
@@ -126,6 +126,8 @@ class Host:
                workload: WorkloadName | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
         """Start one more VM on this host (an emulated QEMU with its own QMP socket) and return its lab.  None:
         the host's defaults (those given to :func:`emulate_host`)."""
+        from ..emulator.config import machine_config
+
         self._check_open()
         ram = parse_ram(memory)
         with self._lock:
