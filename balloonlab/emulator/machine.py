@@ -125,6 +125,10 @@ class Machine:
         self.guest.on_reboot = self._guest_reboot
         #: Bytes of this VM's memory the host has swapped out (set by the emulated host, emulator/host.py).
         self.host_swapped = 0
+        #: Guest RAM the host backed (in RAM or swap) when it last looked (emulator/host.py).
+        self.host_backed = 0
+        #: Set by a host of many VMs: brings its swap accounting to the present before an RSS is read.
+        self.account_host: Callable[[], None] | None = None
         #: ``x-balloonlab-advance`` moves this clock; a host of many VMs replaces it to move them all together.
         self.advance: Callable[[float], None] = clock.advance
 
@@ -249,6 +253,8 @@ class Machine:
 
     def host_rss(self) -> int:
         """The QEMU process's resident memory (VmRSS): its demand less what the host swapped out."""
+        if self.account_host is not None:
+            self.account_host()
         return max(0, self.host_demand() - self.host_swapped)
 
     # -- events -------------------------------------------------------------------------------------------------
