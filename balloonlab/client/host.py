@@ -86,8 +86,10 @@ class Host:
     # The surface of issue 12 ------------------------------------------------------------------------------------
     @property
     def vms(self) -> list[Balloon]:
-        """Every VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...)."""
-        return [lab for lab in self._labs.values() if not lab.closed]
+        """Every running VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...); a VM closed, or
+        stopped with QMP ``quit`` (:meth:`stopped_vms`), has left."""
+        gone = set(self._stopped_by_quit)
+        return [lab for lab in self._labs.values() if not lab.closed and lab.name not in gone]
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +97,7 @@ class Host:
 
     def __getitem__(self, name: str) -> Balloon:
         lab = self._labs.get(name)
-        if lab is None or lab.closed:
+        if lab is None or lab not in self.vms:
             near = difflib.get_close_matches(str(name), self.names, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UnknownVMError(f"no VM named {name!r} on this host (it has {', '.join(self.names) or 'none'})"
