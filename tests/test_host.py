@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 
@@ -150,12 +151,11 @@ def test_a_vm_stopped_by_qmp_quit_leaves_the_host_and_is_named_but_one_closed_by
     with balloonlab.emulate_host(vms=3) as host:
         qmp = QEMUMonitorProtocol(host["vm1"].socket_path)
         qmp.connect()
-        try:
-            qmp.cmd("quit")
-        except EOFError:  # the VM may close the connection first
-            pass
-        finally:
-            qmp.close()
+        with contextlib.suppress(EOFError):  # the VM may close the connection before the client does
+            try:
+                qmp.cmd("quit")
+            finally:
+                qmp.close()
         host["vm2"].close()
         assert wait_for(lambda: set(host.usage().rss) == {"vm0"}, "vm1 and vm2 gone from the host")
         assert host.stopped_vms() == ["vm1"]

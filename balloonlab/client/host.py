@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -279,10 +280,19 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     try:
         for name in names:
             host.add_vm(vm_memory, name=name, workload=plan[name])
+        if clock == "real":  # as emulate() does: return once every guest's boot report is there
+            _wait_for_boot_reports(host.vms)
     except BaseException:
         host.close()
         raise
     return host
+
+
+def _wait_for_boot_reports(labs: list[Balloon], limit: float = 2.0) -> None:
+    deadline = time.monotonic() + limit
+    for lab in labs:
+        while lab.stats().last_update is None and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 __all__ = ["Host", "HostUsage", "emulate_host"]
