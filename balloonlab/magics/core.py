@@ -27,7 +27,9 @@ from .qmp import run_commands
 
 if TYPE_CHECKING:
     from ..client.balloon import Balloon
+    from ..client.host import Host
     from ..widgets import BalloonPanel
+    from ..widgets.fleet import FleetPanel
 
 __all__ = ["BalloonMagics"]
 
@@ -59,6 +61,9 @@ class BalloonMagics(Magics):
         self._owned: list[Balloon] = []  #: labs these magics started (closed on replace and on unload)
         self.watches: list[StatsWatch] = []
         self.panels: list[BalloonPanel] = []  #: made by %balloon panel (closed on unload: they run a thread)
+        self.host: Host | None = None  #: the current host of VMs or None
+        self._owned_hosts: list[Host] = []  #: hosts these magics started (%balloon host)
+        self.fleet_panels: list[FleetPanel] = []  #: made by %balloon host / fleet
 
     @property
     def user_ns(self) -> dict[str, Any]:
@@ -67,6 +72,46 @@ class BalloonMagics(Magics):
         return self.shell.user_ns
 
     # the current lab ----------------------------------------------------------------------------------------------
+    def require_host(self) -> Host:
+        if self.host is None or self.host.closed:
+            raise UsageError("no host yet: start one with %balloon host --vms 4 --memory 3G --vm-memory 1G, or "
+                             "make one in Python and %balloon use it")
+        return self.host
+
+    def start_host(self, factory: Callable[[], Host]) -> Host:
+        """Start a host with ``factory``; it replaces the current host (closed if ours), and its first VM
+        becomes the current lab."""
+        try:
+            host = factory()
+        except (ValueError, TypeError, EmulatorOptionError) as exc:
+            raise UsageError(f"%balloon: {exc}") from None
+        self.adopt_host(host)
+        self._owned_hosts.append(host)
+        return host
+
+    def adopt_host(self, host: Host) -> None:
+        """Make ``host`` current (and its first VM the current lab); a previous host of ours is closed."""
+        previous, self.host = self.host, host
+        if previous is not None and previous is not host:
+            self.close_host(previous, only_if_owned=True)
+        if host.vms:
+            self.adopt_lab(host.vms[0])
+
+    def close_host(self, host: Host, only_if_owned: bool = False) -> None:
+        """Close the fleet panels on ``host``; close the host too (unless ``only_if_owned`` and it is not ours)."""
+        for panel in [p for p in self.fleet_panels if p.host is host]:
+            panel.close()
+            self.fleet_panels.remove(panel)
+        owned = any(host is o for o in self._owned_hosts)
+        if only_if_owned and not owned:
+            return
+        self._owned_hosts = [o for o in self._owned_hosts if o is not host]
+        if self.lab is not None and any(self.lab is vm for vm in host.vms):
+            self.lab = None
+        if self.host is host:
+            self.host = None
+        host.close()
+
     def require_lab(self) -> Balloon:
         if self.lab is None:
             raise UsageError(NO_LAB_HINT)
@@ -154,6 +199,15 @@ class BalloonMagics(Magics):
         """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
         self.stop_watches()
         self.close_panels()
+        for panel in self.fleet_panels:
+            panel.close()
+        self.fleet_panels = []
+        for host in list(self._owned_hosts):
+            try:
+                self.close_host(host)
+            except Exception as exc:  # unloading must go on
+                print(f"balloonlab: closing a host failed: {exc}", file=sys.stderr)
+        self.host = None
         for lab in list(self._owned):
             try:
                 self.close_lab(lab)
