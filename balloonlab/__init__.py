@@ -4,6 +4,7 @@
     lab = balloonlab.emulate(guest="linux")        # an emulated QEMU speaking real QMP
     lab = balloonlab.connect("/path/to/qmp.sock")  # any QEMU (or `balloonlab emulate`)
     lab = balloonlab.launch(memory="512M")         # boots a tiny Linux guest under qemu-system-x86_64
+    host = balloonlab.emulate_host(vms=4)          # many emulated VMs sharing one host's memory
     lab.polling_interval = 2
     lab.stats()
 
@@ -35,6 +36,10 @@ _LAZY = {
     "recordings": ("balloonlab.client.shipped", "recordings"),
     "open_recording": ("balloonlab.client.replay", "load"),
     "Recorder": ("balloonlab.client.recording", "Recorder"),
+    "emulate_host": ("balloonlab.client.host", "emulate_host"),
+    "Host": ("balloonlab.client.host", "Host"),
+    "HostUsage": ("balloonlab.client.host", "HostUsage"),
+    "FleetPanel": ("balloonlab.widgets.fleet", "FleetPanel"),
     "fleet": ("balloonlab.client.fleet", "fleet"),
     "Fleet": ("balloonlab.client.fleet", "Fleet"),
 }
@@ -85,6 +90,10 @@ __all__ = [
     "recordings",
     "open_recording",
     "Recorder",
+    "emulate_host",
+    "Host",
+    "HostUsage",
+    "FleetPanel",
     "fleet",
     "Fleet",
     "load_ipython_extension",

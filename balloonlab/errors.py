@@ -20,6 +20,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- UnsupportedBackendError     the operation needs another kind of lab
     +-- InvalidValueError           a value balloonlab refuses before anything is sent (also a ValueError)
     +-- QMPTextError                a %%qmp cell that is not QMP (also a ValueError)
+    +-- UnknownVMError              no VM of that name on the host (also a KeyError)
     +-- EmulatorOptionError         balloonlab emulate / emulate() options
     +-- LaunchError                 a live QEMU could not be booted
     +-- GuestImageError             the tiny guest image could not be built or found
@@ -93,6 +94,14 @@ class QMPTextError(BalloonError, ValueError):
         self.reason = message
 
 
+class UnknownVMError(BalloonError, KeyError):
+    """``host["vm9"]`` or ``%balloon use vm9``: no VM of that name on the host.  The message lists the names and
+    suggests the nearest; also a ``KeyError``, as for any mapping."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
 class EmulatorOptionError(BalloonError):
     """``balloonlab emulate`` was given an option it does not know, or a value it cannot use."""
 
@@ -156,6 +165,7 @@ __all__ = [
     "UnsupportedBackendError",
     "InvalidValueError",
     "QMPTextError",
+    "UnknownVMError",
     "EmulatorOptionError",
     "LaunchError",
     "GuestImageError",

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import Result
 
-MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "recording")
+MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "recording", "host")
 
 #: Every key the runner emits, in table order (a module that fails still emits its keys, with value None).
 KEYS = {
@@ -35,6 +35,7 @@ KEYS = {
     "panel": ("panel_update_cpu_ms", "history_24h_mb"),
     "recording": ("recording_day_2s_mb", "recording_cpu_overhead_percent",
                   "recording_cpu_overhead_back_to_back_percent"),
+    "host": ("host_100_ready_s", "host_20_24h_cpu_s", "host_100_idle_cpu_percent"),
 }
 
 

@@ -236,6 +236,7 @@ def test_advance_status_and_trace_commands():
     assert m.execute("x-balloonlab-advance", {"seconds": 1}) == {}
     st = m.execute("x-balloonlab-status", {})
     (dev,) = st.pop("devices")
+    assert st.pop("host-swapped") == 0 and st.pop("host-rss") > 0  # the host side: tests/test_host_memory.py
     assert st == {"clock": "virtual", "guest": "linux", "qemu-version": "10.0", "vm-clock-ns": 3_500_000_000,
                   "running": True, "wall-clock": EPOCH + 3.5}
     assert {k: dev[k] for k in ("path", "statsq-holder", "exchanges")} == {

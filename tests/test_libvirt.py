@@ -280,8 +280,8 @@ def test_balloon_connect_and_fleet_magics_in_a_kernel(web1, tmp_path):
         "s = %balloon stats\nprint(list(s) == " + repr(BASE_KEYS) + ")",
         "%balloon poll 3\ni = %balloon info\nprint(i.backend, i.polling_interval)",
         "%balloon connect qemu:///system",
-        f"f = %balloon fleet {web1.uri}\nprint(f.names)",
-        "%balloon poll 2\n%unload_ext balloonlab\nprint(f.vms[0].closed)",
+        f"p = %balloon fleet {web1.uri}\nprint(p.host.names, type(p).__name__)",
+        "%balloon use web1\n%balloon poll 2\n%unload_ext balloonlab\nprint(p.host.closed, p.host.vms[0].closed)",
     ])
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120, startup_timeout=60,
                                      allow_errors=True, resources={"metadata": {"path": str(tmp_path)}})
@@ -299,8 +299,8 @@ def test_balloon_connect_and_fleet_magics_in_a_kernel(web1, tmp_path):
     assert text(3) == "polling every 3 s\nlibvirt 3\n"
     usage = "".join(o.get("text", "") for o in nb.cells[4].outputs if o.output_type == "stream")
     assert "UsageError: %balloon connect: name the VM: %balloon connect qemu:///system DOMAIN" in usage
-    assert "['web1']" in text(5)
-    assert "True" in text(6) and not errors(6)
+    assert "['web1'] FleetPanel" in text(5)
+    assert "True True" in text(6) and not errors(6)
 
 
 def test_the_operators_notebook_runs_against_a_real_libvirt_host(web1, tmp_path, monkeypatch):

@@ -36,6 +36,7 @@ from ..units import format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
+    from ..emulator.workloads import WorkloadName
     from ..qapi import RunState
 
 log = logging.getLogger("balloonlab")
@@ -121,10 +122,13 @@ class Balloon:
 
     def __init__(self, socket_path: str = "", *, backend: Backend = "connected", device_path: str | None = None,
                  history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
-                 client: BalloonBackend | None = None) -> None:
+                 client: BalloonBackend | None = None, name: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
         self.backend = backend
+        #: The VM's name: given by its host (``"vm0"``...), else the socket's file name without its extension
+        #: (Proxmox's ``/var/run/qemu-server/100.qmp`` is ``"100"``), for an emulator's private socket ``"vm0"``.
+        self.name = name or _default_name(socket_path, backend)
         self.timeout = timeout
         self._emulator = emulator
         self._vm = vm
@@ -261,21 +265,24 @@ class Balloon:
         _loop.call_soon(self._client._poke)
 
     def _advance_replaying(self, seconds: float) -> None:
-        """Advance in chunks the emulator's trace ring cannot overflow in, so that history and subscribers see every
-        report (a day at 1 s is 86 400 of them) with its own time, not just the state at the end."""
-        client = self._client
-        cursor, chunk = self._run(client.begin_replay())
-        try:
-            left_ns = round(seconds * 1e9)
-            chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
-            while True:
-                step_ns = min(chunk_ns, left_ns)
-                cursor = self._run(client.advance_replaying(step_ns / 1e9, cursor))
-                left_ns -= step_ns
-                if left_ns <= 0:
-                    break
-        finally:
-            _loop.call_soon(client.end_replay)
+        advance_replaying([self], seconds, lambda step: self._run(self._client.execute(ADVANCE, {"seconds": step})))
+
+    @property
+    def wants_replay(self) -> bool:
+        """Whether a virtual-clock advance should replay each report it produces to this lab's history and
+        subscribers (someone watches, and the emulator keeps a trace)."""
+        return self._client.wants_replay
+
+    @property
+    def host_rss(self) -> int:
+        """Bytes of host memory this VM's QEMU process holds (its VmRSS): what the VM really costs the host,
+        as opposed to what the guest says it uses.  Emulated labs report their host model's figure; a launched
+        VM's is read from ``/proc``; a libvirt lab's is libvirt's ``rss``."""
+        if self._vm is not None:
+            return int(self._vm.rss())
+        if self._has(STATUS):
+            return int(self.emulator_state()["host-rss"])
+        return self._run(self._client.read_host_rss())  # libvirt knows; a QMP client says why it cannot
 
     def trace(self, since: int = 0) -> dict:
         """The stats virtqueue exchanges the emulator recorded (``x-balloonlab-trace``); emulated labs only."""
@@ -365,16 +372,6 @@ class Balloon:
         self.close()
 
     # For magics, widgets and people ---------------------------------------------------------------------------
-    @property
-    def host_rss(self) -> int:
-        """Bytes of host memory the VM really holds (libvirt's ``rss``: the QEMU process's resident set)."""
-        return self._run(self._client.read_host_rss())
-
-    @property
-    def name(self) -> str | None:
-        """The VM's name where it has one (a libvirt domain's), else None."""
-        return getattr(self._client, "domain_name", None)
-
     @property
     def exclusive(self) -> bool:
         """False for ``connect(path, exclusive=False)``: the socket is held only during each call, so no events
@@ -497,6 +494,39 @@ class Balloon:
         return time.time()
 
 
+def _default_name(socket_path: str, backend: str) -> str:
+    stem = os.path.splitext(os.path.basename(socket_path))[0]
+    return "vm0" if backend == "emulated" or stem in ("", "qmp") else stem
+
+
+def advance_replaying(labs: list[Balloon], seconds: float, advance: Callable[[float], None]) -> None:
+    """Advance a virtual clock (``advance(step)``) in chunks no lab's emulator trace ring can overflow in, and after
+    each chunk feed every report it produced, with its own time, to each lab's history and subscribers: a day at
+    1 s is 86 400 reports, and a plot or a history should see each, not just the state at the end.  ``labs`` share
+    the clock (one VM, or a host of them)."""
+    started: list[tuple[Balloon, int]] = []
+    try:
+        chunk = float("inf")
+        for lab in labs:
+            cursor, longest = lab._run(lab._client.begin_replay())
+            started.append((lab, cursor))
+            chunk = min(chunk, longest)
+        cursors = dict(started)
+        left_ns = round(seconds * 1e9)
+        chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
+        while True:
+            step_ns = min(chunk_ns, left_ns)
+            advance(step_ns / 1e9)
+            for lab in labs:
+                cursors[lab] = lab._run(lab._client.replay(cursors[lab]))
+            left_ns -= step_ns
+            if left_ns <= 0:
+                break
+    finally:
+        for lab, _ in started:
+            _loop.call_soon(lab._client.end_replay)
+
+
 # Constructors --------------------------------------------------------------------------------------------------
 def connect(path: str, *, domain: str | None = None, exclusive: bool = True, device_path: str | None = None,
             history: bool = False, timeout: float = 10.0) -> Balloon:
@@ -515,7 +545,7 @@ def connect(path: str, *, domain: str | None = None, exclusive: bool = True, dev
 
         host = LibvirtHost.open(path, timeout=timeout)
         client: BalloonBackend = LibvirtClient(host, domain, owns_host=True, command_timeout=timeout)
-        return Balloon(backend="libvirt", history=history, timeout=timeout, client=client)
+        return Balloon(backend="libvirt", history=history, timeout=timeout, client=client, name=domain)
     if not exclusive:
         from .shared import SharedSocketClient
 
@@ -528,7 +558,8 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
             qemu_version: QemuVersion = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
-            boot_delay: float = 0.05) -> Balloon:
+            boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
+            workload: WorkloadName | None = None) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
@@ -540,26 +571,20 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     ``boot_delay`` is how long the emulated guest takes from power-on to its balloon driver's boot report (a real
     TCG boot takes seconds; ``balloonlab emulate`` models 1 s).  Like ``launch()``, which waits for its guest,
     ``emulate()`` returns once a running guest's boot report is there, so ``emulate().stats()`` has numbers.
+
+    ``free_page_reporting`` and ``deflate_on_oom`` are the device's QOM properties of the same names (QEMU's
+    ``-device virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on``): the feature bits follow them, and
+    so does the guest (free memory goes back to the host; the balloon deflates instead of an OOM kill).
+    ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``).
     """
     try:
-        from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+        from ..emulator.config import machine_config
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
-    if guest not in GUEST_MODELS:
-        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
-    if clock not in CLOCKS:
-        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
-    version = next((v for v in QEMU_VERSIONS if v == str(qemu_version)), None)
-    if version is None:
-        raise EmulatorOptionError(
-            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
-    try:
-        ram = parse_size(memory, default_unit="M")
-    except ValueError as exc:
-        raise EmulatorOptionError(str(exc)) from None
-    config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
-                           qemu_version=version, guest=guest, clock=clock, seed=seed,
-                           guest_kernel=guest_kernel, boot_delay=boot_delay)
+    config = machine_config(guest=guest, ram=parse_ram(memory), clock=clock, qemu_version=qemu_version, id=id,
+                            paused=paused, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
+                            free_page_reporting=free_page_reporting, deflate_on_oom=deflate_on_oom,
+                            workload=workload)
     lab = start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
     if clock == "real" and not paused and guest != "nodriver":
         # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.
@@ -589,16 +614,28 @@ def start_emulated(config: Any, *, socket_path: str | None = None, history: bool
     return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
 
 
-def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0, **options: Any) -> Balloon:
+def parse_ram(memory: str | int) -> int:
+    """A VM's RAM like ``-m`` (a bare number is MiB), or EmulatorOptionError saying what is wrong."""
+    try:
+        return parse_size(memory, default_unit="M")
+    except ValueError as exc:
+        raise EmulatorOptionError(str(exc)) from None
+
+
+def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,
+           free_page_reporting: bool = False, deflate_on_oom: bool = False, **options: Any) -> Balloon:
     """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
 
     ``options`` go to :meth:`balloonlab.live.launcher.LiveVM.start` (``balloon_id``, ``paused``, ``guest``,
-    ``accel``, ``extra_args``, ``image``, ``workdir``, ``timeout``...).  ``close()`` stops QEMU again.
+    ``accel``, ``extra_args``, ``image``, ``workdir``, ``timeout``...).  ``free_page_reporting`` and
+    ``deflate_on_oom`` set the device's properties of those names.  ``close()`` stops QEMU again.
     """
     try:
         from ..live.launcher import LiveVM
     except ImportError as exc:
         raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
+    props = {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom}
+    options.setdefault("balloon_options", {k: v for k, v in props.items() if v})
     vm = LiveVM.start(memory=memory, **options)
     return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
 

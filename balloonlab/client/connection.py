@@ -375,8 +375,9 @@ class BalloonClient:
     async def read_host_rss(self) -> int:
         """Host memory the VM holds.  QMP cannot tell (QEMU does not report its own RSS); the libvirt backend can."""
         raise UnsupportedBackendError(
-            f"host_rss needs the VM's host side, which QMP does not report ({self.socket_path}); a libvirt lab "
-            "(balloonlab.connect('qemu:///system', domain=...)) has it")
+            "host_rss needs a VM this process can see (balloonlab.launch() or an emulated lab) or libvirt's "
+            f"(balloonlab.connect('qemu:///system', domain=...)); the QEMU at {self.socket_path} may run anywhere "
+            "(read its VmRSS in /proc/PID/status on its host)")
 
     def take_notice(self) -> str | None:
         """Nothing to tell the user: a QMP client has no side effects to confess (see ``LibvirtClient``)."""
@@ -419,10 +420,9 @@ class BalloonClient:
         self._replaying = False
         self._poke()
 
-    async def advance_replaying(self, seconds: float, cursor: int) -> int:
-        """Advance the virtual clock by one chunk and feed each report it produced, with its own time, to history
-        and subscribers; returns the new trace cursor."""
-        await self.execute(ADVANCE, {"seconds": seconds})
+    async def replay(self, cursor: int) -> int:
+        """Feed each report the emulator traced since ``cursor`` (a virtual-clock advance produced them), with its
+        own time, to history and subscribers; returns the new trace cursor."""
         trace = await self.execute(TRACE, {"path": self.device_path, "since": cursor})
         exchanges = trace["exchanges"]
         if exchanges and exchanges[0]["seq"] > cursor:

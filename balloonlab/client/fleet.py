@@ -10,33 +10,14 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from .balloon import Balloon
+from .host import HostUsage
 from .libvirt_client import LibvirtClient
 from .libvirt_host import LibvirtHost, require_libvirt
 from .updates import LabUpdate
 from ..errors import BalloonError, InvalidValueError
-
-
-@dataclass(frozen=True)
-class HostUsage:
-    """Host memory at one moment, in bytes, summed over a fleet's hosts; the emulated host's shape (issue 12), so
-    the fleet panel draws either.
-
-    ``used`` is what the VMs' QEMU processes hold (the sum of ``rss``, each VM's resident memory on its host, by
-    name), ``free`` the hosts' free RAM (libvirt's node memory stats).  Those stats carry no swap, so a fleet
-    reports ``swap_used`` and ``swap_total`` as 0 and ``swapped`` empty.
-    """
-
-    total: int
-    used: int
-    free: int
-    swap_used: int
-    swap_total: int
-    rss: dict[str, int] = field(default_factory=dict)
-    swapped: dict[str, int] = field(default_factory=dict)
 
 
 class Fleet:
@@ -99,7 +80,9 @@ class Fleet:
         return len(self.vms)
 
     def usage(self) -> HostUsage:
-        """Memory of the fleet's hosts (libvirt's node memory stats, KiB made bytes) and its VMs' host RSS."""
+        """The hosts' memory as the emulated host reports its own (``client/host.py``'s HostUsage): ``total`` and
+        ``free`` from libvirt's node memory stats (KiB made bytes), ``rss`` each VM's by name and ``used`` their sum.
+        Those stats carry no swap: ``swap_used`` and ``swap_total`` are 0 and ``swapped`` is empty."""
         total = free = 0
         for host in self.hosts:
             node = host.node_memory()
@@ -178,4 +161,4 @@ def fleet(uris: str | Sequence[str], *, history: bool = False, timeout: float = 
         raise
 
 
-__all__ = ["Fleet", "HostUsage", "fleet"]
+__all__ = ["Fleet", "fleet"]

@@ -77,10 +77,12 @@ class Clock:
     """Host and VM time plus timers, real or virtual.  Created and used on the asyncio loop's thread only."""
 
     def __init__(self, mode: str = "real", loop: asyncio.AbstractEventLoop | None = None,
-                 start_epoch: float | None = None, speed: float = 1.0) -> None:
+                 start_epoch: float | None = None, speed: float = 1.0, start_ns: int = 0) -> None:
         """``start_epoch``: the wall-clock time at which this clock starts (default: now); a replay starts at
         the recording's start so that ``last-update`` and event timestamps read as recorded.  ``speed``: on the
-        real clock, machine seconds per host second (a replay at ``speed=10`` lives ten seconds in each)."""
+        real clock, machine seconds per host second (a replay at ``speed=10`` lives ten seconds in each).
+        ``start_ns``: on the virtual clock, the host time it starts at (a VM that joins a host of VMs later starts
+        at the host's time, so all read one clock)."""
         if mode not in ("real", "virtual"):
             raise ValueError(f"clock mode must be 'real' or 'virtual', not {mode!r}")
         if not 0 < speed < float("inf"):
@@ -110,7 +112,8 @@ class Clock:
             self._host_origin = 0
             self._epoch = time.time() if start_epoch is None else float(start_epoch)
             self._own_wall = True
-            self._virtual_host = 0
+            self._virtual_host = start_ns
+            self._vm_since = start_ns
 
     # -- reading the clocks -------------------------------------------------------------------------------
     def host_ns(self) -> int:

@@ -31,6 +31,7 @@ from ..units import parse_duration, parse_size
 from .clock import NS, VM, Clock
 from .device import VirtioBalloon
 from .memory import MemoryModel
+from .workloads import Workload
 from .virtio import (F_DEFLATE_ON_OOM, F_FREE_PAGE_HINT, F_REPORTING, F_STATS_VQ, LINUX_TRANSPORT, PAGE_SHIFT,
                      TRANSPORT_FEATURES, encode_stats, encode_values)
 
@@ -60,7 +61,7 @@ class Guest:
     has_driver = True
 
     def __init__(self, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
-                 kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS) -> None:
+                 kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, workload: str | None = None) -> None:
         self.clock = clock
         self.boot_delay_ns = boot_delay_ns
         self.device = device
@@ -78,14 +79,19 @@ class Guest:
         self._boot_timer = clock.new_timer(VM, self._load_driver)
         self._answer_timer = clock.new_timer(VM, self._answer)
         self._balloon_timer = clock.new_timer(VM, self._balloon_step)
+        #: what the guest's programs do with memory (workloads.py); None: only what actions start
+        self.workload = None if workload in (None, "idle") else Workload(workload, self.memory, clock, seed)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def power_on(self) -> None:
         """The VM starts (or restarts) executing the guest: boot, then load the driver."""
         self.memory.boot(self.clock.vm_ns())
+        self.memory.free_page_reporting = False  # until the driver negotiates it
         self.driver_loaded = False
         if self.has_driver and self.device is not None:
             self._boot_timer.mod_in(self.boot_delay_ns)
+        if self.workload is not None:
+            self.workload.start()
 
     def reset(self) -> None:
         """system_reset: the guest reboots; its driver reloads and reports again."""
@@ -95,11 +101,15 @@ class Guest:
     def shutdown(self) -> None:
         for t in (self._boot_timer, self._answer_timer, self._balloon_timer):
             t.delete()
+        if self.workload is not None:
+            self.workload.stop()
 
     def _load_driver(self) -> None:
         dev = self.device
         assert dev is not None
         dev.driver_ok(self.driver_features)
+        # "Free page reporting enabled" (the guest's log, docs/qemu-behaviour.md A3) once both sides agree on it
+        self.memory.free_page_reporting = bool(dev.guest_features & F_REPORTING)
         dev.on_config_change = self._config_changed
         dev.statsq.on_request = self._on_request
         self.driver_loaded = True
@@ -154,8 +164,7 @@ class Guest:
             have -= min(BALLOON_CHUNK, have - want)
         else:
             return
-        mem.balloon = have << PAGE_SHIFT
-        mem.settle(self.clock.vm_ns())
+        mem.set_balloon(have << PAGE_SHIFT, self.clock.vm_ns())
         dev.guest_set_actual(have)
         if have != want:
             self._balloon_timer.mod_in(BALLOON_STEP_NS)
@@ -502,8 +511,10 @@ GUESTS: dict[str, type[Guest]] = {
 
 
 def make_guest(model: str, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
-               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, replay: ReplayScript | None = None) -> Guest:
-    """A guest of the named model (see :data:`GUESTS`); with ``replay``, the replay guest playing it."""
+               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, workload: str | None = None,
+               replay: ReplayScript | None = None) -> Guest:
+    """A guest of the named model (see :data:`GUESTS`) running ``workload``; with ``replay``, the replay guest
+    playing that recording instead."""
     if replay is not None:
         return ReplayGuest(clock, device, ram_size, script=replay, seed=seed, kernel=kernel,
                            boot_delay_ns=boot_delay_ns)
@@ -511,4 +522,4 @@ def make_guest(model: str, clock: Clock, device: VirtioBalloon | None, ram_size:
         cls = GUESTS[model]
     except KeyError:
         raise ValueError(f"unknown guest model {model!r} (choose from {', '.join(GUESTS)})") from None
-    return cls(clock, device, ram_size, seed=seed, kernel=kernel, boot_delay_ns=boot_delay_ns)
+    return cls(clock, device, ram_size, seed=seed, kernel=kernel, boot_delay_ns=boot_delay_ns, workload=workload)

@@ -24,7 +24,7 @@ from .config import MachineConfig
 from .device import POLL_PROPERTY, VirtioBalloon
 from .events import MonitorEvents
 from .guests import BOOT_DELAY_NS, default_kernel, make_guest
-from .memory import KERNELS
+from .memory import KERNELS, QEMU_OVERHEAD
 from .qom import QObject, check_bool, container, qdict, resolve
 from .qomdata import BACKEND, MACHINE, PCI_PROXY, ROOT_CHILDREN
 from .virtio_qmp import not_a_virtio_device, virtio_list, virtio_status
@@ -129,10 +129,19 @@ class Machine:
             if boot_ns < 0:
                 raise ValueError(f"the guest's boot delay cannot be negative: {config.boot_delay}")
             self.guest = make_guest(config.guest, clock, self.device, config.ram_size, seed=config.seed,
-                                    kernel=kernel, boot_delay_ns=boot_ns, replay=config.replay)
+                                    kernel=kernel, boot_delay_ns=boot_ns, workload=config.workload,
+                                    replay=config.replay)
         except ValueError as e:
             raise EmulatorOptionError(str(e)) from None
         self.guest.on_reboot = self._guest_reboot
+        #: Bytes of this VM's memory the host has swapped out (set by the emulated host, emulator/host.py).
+        self.host_swapped = 0
+        #: Guest RAM the host backed (in RAM or swap) when it last looked (emulator/host.py).
+        self.host_backed = 0
+        #: Set by a host of many VMs: brings its swap accounting to the present before an RSS is read.
+        self.account_host: Callable[[], None] | None = None
+        #: ``x-balloonlab-advance`` moves this clock; a host of many VMs replaces it to move them all together.
+        self.advance: Callable[[float], None] = clock.advance
 
     # -- construction ----------------------------------------------------------------------------------------------
     def _build_tree(self) -> QObject:
@@ -248,6 +257,17 @@ class Machine:
         self._firmware_timer.delete()
         self.events.shutdown()
         self.clock.close()
+
+    def host_demand(self) -> int:
+        """Bytes this VM's QEMU process would hold with nothing swapped out: its own overhead plus the guest
+        RAM the host still holds for the guest (memory.py, ``resident``)."""
+        return QEMU_OVERHEAD + self.guest.memory.host_resident(self.clock.vm_ns())
+
+    def host_rss(self) -> int:
+        """The QEMU process's resident memory (VmRSS): its demand less what the host swapped out."""
+        if self.account_host is not None:
+            self.account_host()
+        return max(0, self.host_demand() - self.host_swapped)
 
     # -- events -------------------------------------------------------------------------------------------------
     def add_event_listener(self, cb: Callable[[dict], None]) -> Callable[[], None]:
@@ -402,7 +422,7 @@ class Machine:
             # One advance runs every timer on the server's loop: bound it, so one command cannot hang every client.
             raise QMPError("GenericError", f"x-balloonlab-advance: at most {MAX_ADVANCE_S} seconds (31 days) at a "
                                            "time; advance in steps")
-        self.clock.advance(seconds)
+        self.advance(seconds)
         return {}
 
     def _cmd_x_balloonlab_status(self) -> dict:
@@ -412,7 +432,9 @@ class Machine:
         return {"clock": self.clock.mode, "guest": self.guest.name, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
                 # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
-                "wall-clock": self.clock.wall_time()}
+                "wall-clock": self.clock.wall_time(),
+                # and the host side (docs/qemu-behaviour.md, A3): what the QEMU process holds, what the host swapped out
+                "host-rss": self.host_rss(), "host-swapped": self.host_swapped}
 
     def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:
         dev = self._need_device()

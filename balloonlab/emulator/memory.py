@@ -18,6 +18,14 @@ The derived statistics follow the Linux driver: free = ``freeram``, total = ``to
 idle guest it is a little *below* free, as observed on real guests), disk-caches = ``NR_FILE_PAGES``.
 Workloads are ramps (an amount spread over a duration) settled on demand from the VM clock, and all noise comes
 from a seeded ``random.Random``, so a virtual-clock run is reproducible.
+
+The host's side (docs/qemu-behaviour.md, A3; docs/emulator.md, "The host's side") is one more quantity,
+``resident``: the guest RAM the host holds for this VM, i.e. every page the guest ever touched and the host has not
+been given back. Guest memory in use (``ram_size - free - balloon``) can only raise it: the page allocator hands
+out resident free pages first, so growth beyond them touches new ones. Freeing leaves the pages resident, unless
+free page reporting is on: then, ``REPORT_DELAY_NS`` later, the free part goes back to the host in ``REPORT_BLOCK``
+blocks. Inflating the balloon gives its pages back at once (the driver takes hot, resident free pages first);
+deflating gives the guest pages that become resident only when it touches them again.
 """
 
 from __future__ import annotations
@@ -35,6 +43,18 @@ KERNELS = {
     "6.1": (35_635_200, 15 * MiB, 11_661_312, 2_269_184),
     "6.12": (41_201_664, 15 * MiB, 9_252_864, 2_478_080),
 }
+
+
+#: Free page reporting: the guest reports free blocks of pageblock order (2 MiB on x86) and larger, 2 s after
+#: they appear (Linux mm/page_reporting.c: PAGE_REPORTING_DELAY 2*HZ); QEMU discards them at once.
+REPORT_BLOCK = 2 * MiB
+REPORT_DELAY_NS = 2_000_000_000
+
+
+#: Host memory a QEMU process holds besides guest RAM (its code, libraries, TCG translation cache, device
+#: state).  docs/qemu-behaviour.md, A3: a booted 512 MiB tiny guest under TCG QEMU 7.2 had a VmRSS of 200-223 MiB,
+#: of which the guest model's in-use RAM (70 MiB) is resident; the rest is QEMU's own.
+QEMU_OVERHEAD = 135 * MiB
 
 
 def _pages(n: float) -> int:
@@ -75,11 +95,12 @@ class MemoryModel:
     """A Linux guest's memory: quantities it keeps, statistics it derives (see the module docstring)."""
 
     def __init__(self, ram_size: int, kernel: str = "6.1", seed: int = 0, deflate_on_oom: bool = False,
-                 swap_size: int | None = None) -> None:
+                 swap_size: int | None = None, free_page_reporting: bool = False) -> None:
         fixed, anon, kern, cache = KERNELS.get(kernel, KERNELS["6.1"])
         self.ram_size = ram_size
         self.kernel = kernel
         self.deflate_on_oom = deflate_on_oom
+        self.free_page_reporting = free_page_reporting
         # struct page for every 4 KiB page (64 bytes) comes on top of the fixed reservation.
         self.managed = _pages(max(ram_size // 2, ram_size - fixed - ram_size // 64))
         self.swap_size = _pages(ram_size // 2 if swap_size is None else swap_size)
@@ -109,6 +130,9 @@ class MemoryModel:
         self.async_scans = self.direct_scans = self.async_reclaims = self.direct_reclaims = 0
         self._jitter = 0
         self._last_ns = now_ns
+        #: guest RAM resident on the host (see the module docstring); a boot touches what it uses
+        self.resident = self.in_use
+        self._report_at: int | None = None
 
     # -- workloads ---------------------------------------------------------------------------------------
     def add_ramp(self, kind: str, amount: int, now_ns: int, duration_ns: int) -> None:
@@ -137,11 +161,31 @@ class MemoryModel:
         """tmpfs holds ``size`` bytes now, or as much as fits (anonymous memory may go to swap to make room;
         a real tmpfs write beyond that fails with ENOSPC).  Returns what it holds."""
         self.settle(now_ns)
-        used_balloon = self.balloon if self.deflate_on_oom else 0
-        fits = self.total - self.kernel_base - used_balloon - self._wmark(1.0) - self.cache_floor
+        fits = self._shmem_room()
+        if size > fits and self.deflate_on_oom and self.balloon and self.on_oom_deflate:
+            self.on_oom_deflate(size - fits)
+            fits = self._shmem_room()
+        if size > fits:
+            # tmpfs pages cannot be reclaimed: the writer runs the guest out of memory (docs/qemu-behaviour.md, A3:
+            # the shell running the fill never came back)
+            self._oom_kill()
         self.shmem = _pages(max(0, min(size, fits)))
         self.settle(now_ns)
         return self.shmem
+
+    def _shmem_room(self) -> int:
+        used_balloon = self.balloon if self.deflate_on_oom else 0
+        return self.total - self.kernel_base - used_balloon - self._wmark(1.0) - self.cache_floor
+
+    def set_balloon(self, size: int, now_ns: int) -> None:
+        """The driver now holds ``size`` bytes.  Pages it takes leave the host at once (resident ones first);
+        pages it gives back are not resident until the guest touches them."""
+        self.settle(now_ns)
+        grown = size - self.balloon
+        self.balloon = size
+        self.settle(now_ns)
+        if grown > 0:
+            self.resident = max(self.in_use, self.resident - grown)
 
     # -- derived quantities -----------------------------------------------------------------------------
     @property
@@ -172,6 +216,16 @@ class MemoryModel:
         slab = 2 * MiB
         avail = (free - reserve + self.cache - min(self.cache // 2, low) + slab - min(slab // 2, low))
         return max(0, min(avail, self.total))
+
+    @property
+    def in_use(self) -> int:
+        """Guest RAM holding data: everything but free pages and the balloon (bytes)."""
+        return max(0, self.ram_size - self.free - self.balloon)
+
+    def host_resident(self, now_ns: int) -> int:
+        """Guest RAM the host holds for this VM at ``now_ns`` (bytes)."""
+        self.settle(now_ns)
+        return self.resident
 
     @property
     def disk_caches(self) -> int:
@@ -210,6 +264,22 @@ class MemoryModel:
             self.minor_faults += int(dt * 1.5 + self.rng.random())
             self._jitter = self.rng.randrange(16) * PAGE
         self._balance(dt, grown_anon)
+        self._track_resident(now_ns)
+
+    def _track_resident(self, now_ns: int) -> None:
+        used = self.in_use
+        if used > self.resident:
+            self.resident = used
+        if not self.free_page_reporting:
+            return
+        reportable = (self.resident - used) // REPORT_BLOCK * REPORT_BLOCK
+        if reportable <= 0:
+            self._report_at = None
+        elif self._report_at is None:
+            self._report_at = now_ns + REPORT_DELAY_NS
+        elif now_ns >= self._report_at:
+            self.resident -= reportable
+            self._report_at = None
 
     def _balance(self, dt: float, grown: int) -> None:
         room = self._user_room() - self.shmem
@@ -253,6 +323,13 @@ class MemoryModel:
         self.async_scans += (amount - direct) * 3 // 2
         self.direct_scans += direct * 3 // 2
 
+    def host_swap_faults(self, pages: int) -> None:
+        """The host swapped some of this VM's memory out and the guest touched ``pages`` of it again: each touch
+        waits for the host's disk (docs/differences.md, ``host-swap-in-guest-counters``)."""
+        if pages > 0:
+            self.major_faults += pages
+            self.alloc_stalls += 1 + pages // 256
+
     def _oom_kill(self) -> None:
         """The OOM killer ends the workload: its memory (and swap) is released."""
         self.oom_kills += 1
@@ -276,4 +353,4 @@ class MemoryModel:
                 "anon": self.anon, "swapped": self.swapped, "swap-size": self.swap_size,
                 "balloon": self.balloon, "kernel": self.kernel_base,
                 "workloads": [{"kind": r.kind, "amount": r.amount, "done": r.done} for r in self.ramps],
-                "oom-kills": self.oom_kills}
+                "oom-kills": self.oom_kills, "resident": self.resident}

@@ -68,8 +68,11 @@ def bind_private_socket(path: str) -> socket.socket:
 class Emulator:
     """An emulated QEMU serving QMP (docs/emulator.md).  ``start``/``stop`` run on the asyncio loop that owns it."""
 
-    def __init__(self, config: MachineConfig, socket_path: str | None = None) -> None:
+    def __init__(self, config: MachineConfig, socket_path: str | None = None, clock: Clock | None = None) -> None:
+        """``clock``: a clock made by the caller (a host of many VMs starts each VM's clock at the host's time and
+        epoch, emulator/host.py); None makes one of ``config.clock`` on the running loop."""
         self.config = config
+        self._given_clock = clock
         self._requested_path = socket_path
         self.socket_path: str = socket_path or ""
         self.machine: Machine | None = None
@@ -89,7 +92,8 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("this Emulator was already started")
         loop = asyncio.get_running_loop()
-        self.clock = Clock(self.config.clock, loop, start_epoch=self.config.start_epoch, speed=self.config.speed)
+        self.clock = self._given_clock or Clock(self.config.clock, loop, start_epoch=self.config.start_epoch,
+                                                speed=self.config.speed)
         self.machine = Machine(self.config, self.clock)  # config errors surface before any file exists
         if self._requested_path is None:
             self._private_dir = tempfile.mkdtemp(prefix="balloonlab-")  # mode 0700

@@ -36,7 +36,7 @@ from ..errors import GuestExecError, LaunchError
 from ..units import format_size, parse_size
 from .channel import CommandChannel, ExecResult
 from .guest_image import READY_MARKER, GuestImage
-from .process import spawn, terminate
+from .process import process_rss, spawn, terminate
 
 QEMU_BINARY = "qemu-system-x86_64"
 #: Kernel command line of the guest: console on the first serial port, quiet so the log stays short.
@@ -352,6 +352,10 @@ class LiveVM:
     @property
     def pid(self) -> int:
         return self._res.proc.pid
+
+    def rss(self) -> int:
+        """The QEMU process's resident memory in bytes (``VmRSS`` in ``/proc/PID/status``)."""
+        return process_rss(self.pid)
 
     @property
     def alive(self) -> bool:

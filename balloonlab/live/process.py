@@ -85,3 +85,13 @@ def terminate(proc: subprocess.Popen, timeout: float) -> int:
                 proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def process_rss(pid: int) -> int:
+    """A process's resident memory in bytes: ``VmRSS`` from ``/proc/PID/status`` (what the host really holds
+    for it; docs/qemu-behaviour.md A3 reads QEMU's this way)."""
+    with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024  # always in kB
+    raise ProcessLookupError(f"process {pid} has no VmRSS (a zombie, or a kernel thread)")

@@ -27,8 +27,9 @@ from .qmp import run_commands
 
 if TYPE_CHECKING:
     from ..client.balloon import Balloon
-    from ..client.fleet import Fleet
+    from ..client.backend import HostLike
     from ..widgets import BalloonPanel
+    from ..widgets.fleet import FleetPanel
 
 __all__ = ["BalloonMagics"]
 
@@ -60,7 +61,9 @@ class BalloonMagics(Magics):
         self._owned: list[Balloon] = []  #: labs these magics started (closed on replace and on unload)
         self.watches: list[StatsWatch] = []
         self.panels: list[BalloonPanel] = []  #: made by %balloon panel (closed on unload: they run a thread)
-        self.fleet: Fleet | None = None  #: the fleet %balloon fleet opened (it owns its labs; closed on unload)
+        self.host: HostLike | None = None  #: the current host of VMs or None
+        self._owned_hosts: list[HostLike] = []  #: hosts these magics started (%balloon host)
+        self.fleet_panels: list[FleetPanel] = []  #: made by %balloon host / fleet
 
     @property
     def user_ns(self) -> dict[str, Any]:
@@ -69,6 +72,46 @@ class BalloonMagics(Magics):
         return self.shell.user_ns
 
     # the current lab ----------------------------------------------------------------------------------------------
+    def require_host(self) -> HostLike:
+        if self.host is None or self.host.closed:
+            raise UsageError("no host yet: start one with %balloon host --vms 4 --memory 3G --vm-memory 1G, or "
+                             "make one in Python and %balloon use it")
+        return self.host
+
+    def start_host(self, factory: Callable[[], HostLike]) -> HostLike:
+        """Start a host with ``factory``; it replaces the current host (closed if ours), and its first VM
+        becomes the current lab."""
+        try:
+            host = factory()
+        except (ValueError, TypeError, EmulatorOptionError) as exc:
+            raise UsageError(f"%balloon: {exc}") from None
+        self.adopt_host(host)
+        self._owned_hosts.append(host)
+        return host
+
+    def adopt_host(self, host: HostLike) -> None:
+        """Make ``host`` current (and its first VM the current lab); a previous host of ours is closed."""
+        previous, self.host = self.host, host
+        if previous is not None and previous is not host:
+            self.close_host(previous, only_if_owned=True)
+        if host.vms:
+            self.adopt_lab(host.vms[0])
+
+    def close_host(self, host: HostLike, only_if_owned: bool = False) -> None:
+        """Close the fleet panels on ``host``; close the host too (unless ``only_if_owned`` and it is not ours)."""
+        for panel in [p for p in self.fleet_panels if p.host is host]:
+            panel.close()
+            self.fleet_panels.remove(panel)
+        owned = any(host is o for o in self._owned_hosts)
+        if only_if_owned and not owned:
+            return
+        self._owned_hosts = [o for o in self._owned_hosts if o is not host]
+        if self.lab is not None and any(self.lab is vm for vm in host.vms):
+            self.lab = None
+        if self.host is host:
+            self.host = None
+        host.close()
+
     def require_lab(self) -> Balloon:
         if self.lab is None:
             raise UsageError(NO_LAB_HINT)
@@ -156,27 +199,21 @@ class BalloonMagics(Magics):
         """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
         self.stop_watches()
         self.close_panels()
+        for panel in self.fleet_panels:
+            panel.close()
+        self.fleet_panels = []
+        for host in list(self._owned_hosts):
+            try:
+                self.close_host(host)
+            except Exception as exc:  # unloading must go on
+                print(f"balloonlab: closing a host failed: {exc}", file=sys.stderr)
+        self.host = None
         for lab in list(self._owned):
             try:
                 self.close_lab(lab)
             except Exception as exc:  # unloading must go on; say what could not be closed
                 print(f"balloonlab: closing a lab failed: {exc}", file=sys.stderr)
-        self.close_fleet()
         self.lab = None
-
-    def close_fleet(self) -> None:
-        """Close the fleet %balloon fleet opened, with the watches and panels on its labs."""
-        fleet, self.fleet = self.fleet, None
-        if fleet is None:
-            return
-        for lab in fleet.vms:
-            for watch in [w for w in self.watches if w.lab is lab]:
-                watch.stop()
-                self.watches.remove(watch)
-            self.close_panels(lab)
-            if self.lab is lab:
-                self.lab = None
-        fleet.close()
 
     # %balloon -----------------------------------------------------------------------------------------------------
     @line_magic

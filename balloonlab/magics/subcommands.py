@@ -23,6 +23,8 @@ from ..units import format_duration, format_size, parse_duration, parse_size
 from .info import LabInfo
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..client.backend import HostLike
+    from ..widgets.fleet import FleetPanel
     from .core import BalloonMagics
 
 #: guest-stats-polling-interval is a uint32 in QEMU ("timer value is too big" above this).
@@ -181,22 +183,6 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     return magics.start_lab(lambda: connect(path, exclusive=not args.shared))
 
 
-@subcommand("fleet")
-@magic_arguments(name="balloon fleet")
-@argument("uris", nargs="+", help="libvirt URIs of the hosts (qemu:///system, qemu+ssh://HOST/system)")
-@_keep_doc
-def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
-    """Every running libvirt domain with a balloon on these hosts; the first becomes the current lab."""
-    from ..client.fleet import fleet as open_fleet
-
-    fleet = open_fleet(args.uris)
-    magics.close_fleet()
-    magics.fleet = fleet
-    if fleet.vms:
-        magics.adopt_lab(fleet.vms[0])
-    return fleet
-
-
 @subcommand("launch")
 @magic_arguments(name="balloon launch")
 @argument("--memory", default="512M", help="guest RAM, e.g. 512M (default 512M)")
@@ -215,20 +201,87 @@ def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
 @subcommand("use")
 @magic_arguments(name="balloon use")
-@argument("name", help="a variable holding a lab made in Python (lab = balloonlab.emulate())")
+@argument("name", help="a VM of the current host (vm2), or a variable holding a lab or a host made in Python")
 @_keep_doc
 def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
-    """Make a lab you created in Python the current lab (the magics never close it for you)."""
+    """Make a VM of the current host, or a lab or host you created in Python, current (never closed for you)."""
     from ..client.balloon import Balloon
+    from ..client.fleet import Fleet
+    from ..client.host import Host
 
+    host = magics.host if magics.host is not None and not magics.host.closed else None
+    if host is not None and args.name in host:
+        magics.adopt_lab(host[args.name])
+        return None
+    value = magics.user_ns.get(args.name)
+    if isinstance(value, Balloon):
+        magics.adopt_lab(value)
+        return None
+    if isinstance(value, (Host, Fleet)):
+        magics.adopt_host(value)
+        return None
+    if value is not None:
+        raise UsageError(f"%balloon use: {args.name} is a {type(value).__name__}, not a balloonlab lab or host")
+    known = (host.names if host is not None else []) + [
+        k for k, v in magics.user_ns.items() if not k.startswith("_") and isinstance(v, (Balloon, Host, Fleet))]
+    guess = difflib.get_close_matches(args.name, known, n=1)
+    hint = f"; did you mean '{guess[0]}'?" if guess else ""
+    where = f"the current host's VMs are {', '.join(host.names)}" if host is not None else "no host is current"
+    raise UsageError(f"%balloon use: no variable named {args.name!r}, and {where}{hint}")
+
+
+@subcommand("host")
+@magic_arguments(name="balloon host")
+@argument("--vms", type=int, default=4, help="how many VMs (default 4)")
+@argument("--memory", default="3G", help="the host's RAM (default 3G)")
+@argument("--vm-memory", default="1G", help="each VM's RAM (default 1G)")
+@argument("--workloads", default=None,
+          help="what the guests do: idle, steady, diurnal, bursty, leak, batch, or mixed (default: idle)")
+@argument("--free-page-reporting", action="store_true", help="the devices report free pages back to the host")
+@argument("--deflate-on-oom", action="store_true", help="the guests deflate the balloon instead of OOM-killing")
+@argument("--clock", default="virtual", choices=("real", "virtual"), metavar="CLOCK",
+          help="virtual (default): time moves only with %%balloon advance; real: as on the wall")
+@argument("--seed", type=int, default=0, help="seed of the workloads (default 0)")
+@_keep_doc
+def _host(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Start an emulated host of VMs sharing its memory, make it current (vm0 the current lab), show its fleet."""
+    size_arg(args.memory, "host --memory")
+    size_arg(args.vm_memory, "host --vm-memory")
+    if args.vms < 1:
+        raise UsageError(f"%balloon host --vms: at least one VM, got {args.vms}")
+    from ..client.host import emulate_host
+
+    host = magics.start_host(lambda: emulate_host(
+        memory=args.memory, vms=args.vms, vm_memory=args.vm_memory, clock=args.clock, workloads=args.workloads,
+        free_page_reporting=args.free_page_reporting, deflate_on_oom=args.deflate_on_oom, seed=args.seed))
+    return _fleet_panel(magics, host)
+
+
+@subcommand("fleet")
+@magic_arguments(name="balloon fleet")
+@argument("uris", nargs="*", metavar="URI",
+          help="libvirt URIs (qemu:///system, qemu+ssh://HOST/system): their running VMs become the current host")
+@_keep_doc
+def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """The fleet panel of the current host, or of the VMs on these libvirt hosts (made current, vm list first)."""
+    if args.uris:
+        from ..client.fleet import fleet as open_fleet
+
+        return _fleet_panel(magics, magics.start_host(lambda: open_fleet(args.uris)))
+    return _fleet_panel(magics, magics.require_host())
+
+
+def _fleet_panel(magics: "BalloonMagics", host: "HostLike") -> "FleetPanel":
     try:
-        lab = magics.user_ns[args.name]
-    except KeyError:
-        raise UsageError(f"%balloon use: no variable named {args.name!r}") from None
-    if not isinstance(lab, Balloon):
-        raise UsageError(f"%balloon use: {args.name} is a {type(lab).__name__}, not a balloonlab lab")
-    magics.adopt_lab(lab)
-    return None
+        from ..widgets.fleet import FleetPanel
+    except ImportError as exc:
+        raise UsageError(f"%balloon fleet needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
+    for old in [p for p in magics.fleet_panels if p.host is host]:  # a re-run cell replaces its panel
+        old.close()
+        magics.fleet_panels.remove(old)
+    panel = FleetPanel(host)
+    magics.fleet_panels.append(panel)
+    return panel
 
 
 @subcommand("close")

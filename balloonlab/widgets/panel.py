@@ -31,6 +31,7 @@ from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
 from ..client.pump import UpdatePump
 from .controls import MiB, IntervalControl, TargetControl
 from .events import EventLog, event_time
+from .live import LiveView
 from .plot import MemoryPlot
 from .stats_table import DoctorView, LastUpdateView, StatsTable
 from .virtqueue import VirtqueueView
@@ -50,33 +51,7 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def close_tree(root: widgets.Widget, skip: widgets.Widget | None = None) -> None:
-    """Close ``root`` and every widget reachable through its synced traits (children, marks, scales, layouts).
-
-    ``Box.close`` closes only the box; a panel owns a few dozen widgets (bqplot alone makes scales, axes, marks
-    and their layouts), each registered in the kernel until closed.
-    """
-    seen: set[int] = set()
-    stack: list[Any] = [root]
-    found: list[widgets.Widget] = []
-    while stack:
-        item = stack.pop()
-        if isinstance(item, widgets.Widget):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            found.append(item)
-            stack.extend(getattr(item, key, None) for key in item.keys)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-    for w in found:
-        if w is not skip:
-            w.close()
-
-
-class BalloonPanel(widgets.VBox):
+class BalloonPanel(LiveView):
     """Everything about one lab's balloon, live: ``BalloonPanel(lab)`` (what ``%balloon panel`` shows).
 
     Public parts: ``interval_slider`` and ``target_slider`` (ipywidgets ``IntSlider``), ``stats_table``,
@@ -551,10 +526,6 @@ class BalloonPanel(widgets.VBox):
             self.events.max_events = change["new"]
 
     # -- lifetime ----------------------------------------------------------------------------------------------
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until every update and request queued so far is applied (for scripts and tests)."""
-        return self._pump.wait_idle(timeout)
-
     def update_cost(self) -> dict[str, float]:
         """CPU (``time.thread_time``) the panel's thread spent, in milliseconds: applying lab updates (per batch,
         per update) and in its once-a-second ticks (ages, local diagnosis, virtqueue trace when idle)."""
@@ -569,19 +540,3 @@ class BalloonPanel(widgets.VBox):
             "tick_cpu_ms": p.tick_cpu_seconds * 1e3,
             "tick_cpu_ms_per_tick": p.tick_cpu_seconds * 1e3 / p.ticks if p.ticks else 0.0,
         }
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Unsubscribe from the lab, stop the panel's thread, and close every widget of the panel."""
-        if self._closed:
-            return
-        self._closed = True
-        unsubscribe, self._unsubscribe = self._unsubscribe, None
-        if unsubscribe is not None:
-            unsubscribe()
-        self._pump.stop()
-        close_tree(self, skip=self)
-        super().close()

@@ -1,0 +1,298 @@
+"""``Host``: many emulated VMs sharing one host's memory, each a full lab (``balloonlab.emulate_host``).
+
+    host = balloonlab.emulate_host(memory="3G", vms=4, vm_memory="1G", workloads="mixed")
+    host.vms                   # [Balloon "vm0", ...]: every lab feature, each on its own QMP socket
+    host["vm1"].set_target("512M")
+    host.advance("1h")         # one virtual clock for the host and every VM
+    host.usage()               # HostUsage: total, used, free, swap_used, rss per VM
+    host.close()
+
+The VMs and the host's memory model live on balloonlab's background loop (``emulator/host.py``); this facade runs
+each call there and waits, like :class:`~balloonlab.client.balloon.Balloon` does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import loop as _loop
+from .balloon import Balloon, advance_replaying, parse_ram
+from ..errors import BalloonDisconnectedError, EmulatorOptionError, UnknownVMError, VirtualClockRequiredError
+from ..units import format_size, parse_duration
+
+if TYPE_CHECKING:
+    from ..emulator.config import ClockKind, GuestModel, QemuVersion
+    from ..emulator.host import EmulatedHost
+    from ..emulator.workloads import WorkloadName
+
+
+@dataclass(frozen=True)
+class HostUsage:
+    """The host's memory at one moment, in bytes: RAM ``total``, ``used`` by the VMs' QEMU processes (the sum of
+    ``rss``), ``free``, and the ``swap_used`` the VMs overflowed into.  ``rss`` and ``swapped`` by VM name."""
+
+    total: int
+    used: int
+    free: int
+    swap_used: int
+    swap_total: int
+    rss: dict[str, int] = field(default_factory=dict)
+    swapped: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        vms = ", ".join(f"{n} {format_size(v)}" for n, v in self.rss.items())
+        return (f"host {format_size(self.total)}: used {format_size(self.used)}, free {format_size(self.free)}, "
+                f"swap {format_size(self.swap_used)} of {format_size(self.swap_total)} ({vms})")
+
+
+def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
+    """Close every lab, then stop the host's VMs.  Must not reference the Host (it runs from its finalizer)."""
+    for lab in labs:
+        lab.close()
+    if _loop.in_loop_thread():
+        _loop.get_loop().create_task(emulated.stop())
+        return
+    try:
+        _loop.run(emulated.stop(), timeout)
+    except Exception:  # the VMs' own labs already stopped them
+        pass
+
+
+class Host:
+    """A host of emulated VMs (see the module docstring).  Build it with :func:`emulate_host`."""
+
+    def __init__(self, emulated: EmulatedHost, *, guest: GuestModel, qemu_version: QemuVersion,
+                 free_page_reporting: bool,
+                 deflate_on_oom: bool, seed: int, timeout: float) -> None:
+        self._host = emulated
+        self._guest: GuestModel = guest
+        self._qemu_version: QemuVersion = qemu_version
+        self._free_page_reporting = free_page_reporting
+        self._deflate_on_oom = deflate_on_oom
+        self._seed = seed
+        self.timeout = timeout
+        self._labs: dict[str, Balloon] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _stop_host, emulated, [], timeout)
+        self._stopped_by_quit: list[str] = []
+        emulated.on_vm_stopped = self._stopped_by_quit.append
+
+    # The surface of issue 12 ------------------------------------------------------------------------------------
+    @property
+    def vms(self) -> list[Balloon]:
+        """Every running VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...); a VM closed, or
+        stopped with QMP ``quit`` (:meth:`stopped_vms`), has left."""
+        gone = set(self._stopped_by_quit)
+        return [lab for lab in self._labs.values() if not lab.closed and lab.name not in gone]
+
+    @property
+    def names(self) -> list[str]:
+        return [lab.name for lab in self.vms]
+
+    def __getitem__(self, name: str) -> Balloon:
+        lab = self._labs.get(name)
+        if lab is None or lab not in self.vms:
+            near = difflib.get_close_matches(str(name), self.names, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise UnknownVMError(f"no VM named {name!r} on this host (it has {', '.join(self.names) or 'none'})"
+                                 f"{hint}")
+        return lab
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[Balloon]:
+        return iter(self.vms)
+
+    def __len__(self) -> int:
+        return len(self.vms)
+
+    @property
+    def memory(self) -> int:
+        """Bytes of host RAM."""
+        return int(self._host.memory)
+
+    @property
+    def clock(self) -> ClockKind:
+        """``"virtual"`` (time moves in :meth:`advance`) or ``"real"``."""
+        return self._host.mode
+
+    def add_vm(self, memory: str | int = "1G", name: str | None = None, guest: GuestModel | None = None,
+               free_page_reporting: bool | None = None, deflate_on_oom: bool | None = None, *,
+               workload: WorkloadName | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
+        """Start one more VM on this host (an emulated QEMU with its own QMP socket) and return its lab.  None:
+        the host's defaults (those given to :func:`emulate_host`)."""
+        from ..emulator.config import machine_config
+
+        self._check_open()
+        ram = parse_ram(memory)
+        with self._lock:
+            name = name or self._free_name()
+            if name in self._labs and not self._labs[name].closed:
+                raise EmulatorOptionError(f"a VM named {name!r} is already on this host; choose another name")
+            seed = self._seed * 1000 + len(self._labs)
+            config = machine_config(
+                guest=guest or self._guest, ram=ram, clock=self.clock, qemu_version=qemu_version or self._qemu_version,
+                id="balloon0", seed=seed, workload=workload,
+                free_page_reporting=self._free_page_reporting if free_page_reporting is None else free_page_reporting,
+                deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
+            emu = _loop.run(self._host.add_vm(name, config), self.timeout)
+            try:
+                lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name)
+            except BaseException:
+                _loop.run(emu.stop(), self.timeout)
+                raise
+            self._labs[name] = lab
+            self._finalizer.detach()
+            self._finalizer = weakref.finalize(self, _stop_host, self._host, list(self._labs.values()),
+                                               self.timeout)
+        return lab
+
+    def _free_name(self) -> str:
+        i = len(self._labs)
+        while f"vm{i}" in self._labs:
+            i += 1
+        return f"vm{i}"
+
+    def usage(self) -> HostUsage:
+        """The host's memory now: what each VM's QEMU holds, what is free, what went to swap."""
+        self._check_open()
+
+        async def read() -> Any:
+            return self._host.snapshot()
+
+        snap = _loop.run(read(), self.timeout)
+        return HostUsage(total=snap.total, used=snap.used, free=snap.free, swap_used=snap.swap_used,
+                         swap_total=snap.swap_total, rss=dict(snap.rss), swapped=dict(snap.swapped))
+
+    def advance(self, duration: str | float) -> None:
+        """Move the host's virtual clock, and every VM's with it (``"1h"``, ``"30s"``, seconds)."""
+        self._check_open()
+        if self.clock != "virtual":
+            raise VirtualClockRequiredError("advance() needs a host on the virtual clock: "
+                                            "balloonlab.emulate_host(clock='virtual')")
+        seconds = parse_duration(duration)
+
+        def advance(step: float) -> None:
+            async def run() -> None:
+                self._host.advance(step)
+
+            # a day of 100 VMs is seconds of CPU: wait for it rather than time out
+            _loop.run(run(), max(self.timeout, 60 + step / 360))
+
+        watched = [lab for lab in self.vms if lab.wants_replay]
+        if watched:  # a panel or a history sees every report, as after Balloon.advance
+            advance_replaying(watched, seconds, advance)
+        else:
+            advance(seconds)
+        for lab in self.vms:  # their followers read the new state
+            _loop.call_soon(lab._client._poke)
+
+    def wall_time(self) -> float:
+        """The host's wall clock in seconds since the epoch (virtual on a virtual clock): every VM's
+        ``last-update`` is on it, so the doctor judges ages against it."""
+        self._check_open()
+
+        async def read() -> float:
+            return float(self._host.wall_time())
+
+        return _loop.run(read(), self.timeout)
+
+    def stopped_vms(self) -> list[str]:
+        """Names of the VMs that stopped by themselves (a QMP ``quit``), oldest first."""
+        return list(self._stopped_by_quit)
+
+    def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
+        """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
+        def forward(name: str) -> Callable[[Any], None]:
+            return lambda update: callback(name, update)
+
+        unsubs = [lab.subscribe(forward(lab.name)) for lab in self.vms]
+
+        def unsubscribe() -> None:
+            for u in unsubs:
+                u()
+
+        return unsubscribe
+
+    def close(self) -> None:
+        """Close every VM's lab and stop the VMs.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Host":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self.vms)} VMs"
+        return f"<Host {format_size(self.memory)} {state} clock={self.clock}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BalloonDisconnectedError("this host is closed; start a new one with balloonlab.emulate_host()")
+
+
+def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = "1G", guest: GuestModel = "linux",
+                 clock: ClockKind = "virtual", free_page_reporting: bool = False, deflate_on_oom: bool = False,
+                 qemu_version: QemuVersion = "10.0", workloads: str | Mapping[str, str] | None = None,
+                 seed: int = 0, *,
+                 swap: str | int | None = None, timeout: float = 10.0) -> Host:
+    """A host with ``memory`` of RAM running ``vms`` emulated VMs of ``vm_memory`` each, named ``vm0``...
+
+    ``workloads``: None (idle), one name for all (``"diurnal"``), ``"mixed"`` (a varied seeded set) or a dict
+    ``{"vm0": "leak"}``; names in ``balloonlab.emulator.workloads``.  ``swap``: the host's swap (default half its
+    RAM).  Every VM is deterministic by ``seed`` on the virtual clock.
+    """
+    from ..emulator.host import EmulatedHost
+    from ..emulator.workloads import assign
+
+    host_ram = parse_ram(memory)
+    swap_bytes = host_ram // 2 if swap is None else parse_ram(swap)
+    if not isinstance(vms, int) or isinstance(vms, bool) or vms < 0:
+        raise EmulatorOptionError(f"vms is how many VMs to start: a whole number >= 0, not {vms!r}")
+    if clock not in ("real", "virtual"):
+        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of real, virtual")
+    names = [f"vm{i}" for i in range(vms)]
+    try:
+        plan = assign(dict(workloads) if isinstance(workloads, Mapping) else workloads, names, seed)
+        emulated = EmulatedHost(host_ram, swap_bytes, clock)
+    except ValueError as exc:
+        raise EmulatorOptionError(str(exc)) from None
+    host = Host(emulated, guest=guest, qemu_version=qemu_version, free_page_reporting=free_page_reporting,
+                deflate_on_oom=deflate_on_oom, seed=seed, timeout=timeout)
+    try:
+        for name in names:
+            host.add_vm(vm_memory, name=name, workload=plan[name])
+        if clock == "real":  # as emulate() does: return once every guest's boot report is there
+            _wait_for_boot_reports(host.vms)
+    except BaseException:
+        host.close()
+        raise
+    return host
+
+
+def _wait_for_boot_reports(labs: list[Balloon], limit: float = 2.0) -> None:
+    deadline = time.monotonic() + limit
+    for lab in labs:
+        while lab.stats().last_update is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+__all__ = ["Host", "HostUsage", "emulate_host"]
