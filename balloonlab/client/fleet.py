@@ -57,7 +57,7 @@ class Fleet:
                 client = LibvirtClient(host, name, owns_host=False, command_timeout=self.timeout)
                 try:
                     self.vms.append(Balloon(backend="libvirt", history=self.history, timeout=self.timeout,
-                                            client=client))
+                                            client=client, name=name))
                 except BalloonError as exc:
                     self.skipped[f"{host.uri}/{name}"] = str(exc)
 
