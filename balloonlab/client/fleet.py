@@ -9,15 +9,15 @@ past one machine.  Every lab of a host shares that host's one connection (``clie
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+import difflib
 import time
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 from .balloon import Balloon
-from .host import HostUsage
+from .host import HostUsage, subscribe_labs
 from .libvirt_client import LibvirtClient
 from .libvirt_host import LibvirtHost, require_libvirt
-from .updates import LabUpdate
-from ..errors import BalloonError, InvalidValueError
+from ..errors import BalloonError, InvalidValueError, UnknownVMError
 
 
 class Fleet:
@@ -63,15 +63,18 @@ class Fleet:
 
     @property
     def names(self) -> list[str]:
-        return [lab.name or "?" for lab in self.vms]
+        return [lab.name for lab in self.vms]
 
     def __getitem__(self, name: str) -> Balloon:
         matches = [lab for lab in self.vms if lab.name == name]
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise KeyError(f"no VM {name!r} in this fleet; it has {', '.join(self.names) or 'none'}")
-        raise KeyError(f"{len(matches)} VMs are called {name!r} (on different hosts); pick one from fleet.vms")
+            near = difflib.get_close_matches(str(name), self.names, n=1)
+            raise UnknownVMError(f"no VM named {name!r} in this fleet (it has {', '.join(self.names) or 'none'})"
+                                 + (f"; did you mean {near[0]!r}?" if near else ""))
+        raise UnknownVMError(f"{len(matches)} VMs are called {name!r} (on different hosts); pick one from "
+                             "fleet.vms")
 
     def __iter__(self) -> Iterator[Balloon]:
         return iter(self.vms)
@@ -88,7 +91,7 @@ class Fleet:
             node = host.node_memory()
             total += node["total"] * 1024
             free += node["free"] * 1024
-        rss = {lab.name or "?": lab.host_rss for lab in self.vms}
+        rss = {lab.name: lab.host_rss for lab in self.vms}
         return HostUsage(total=total, used=sum(rss.values()), free=free, swap_used=0, swap_total=0, rss=rss)
 
     # The emulated host's surface, so the fleet panel takes a fleet as it takes a host --------------------------
@@ -114,16 +117,7 @@ class Fleet:
 
     def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
         """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
-        def forward(name: str) -> Callable[[LabUpdate], None]:
-            return lambda update: callback(name, update)
-
-        unsubscribes = [lab.subscribe(forward(lab.name or "?")) for lab in self.vms]
-
-        def unsubscribe() -> None:
-            for stop in unsubscribes:
-                stop()
-
-        return unsubscribe
+        return subscribe_labs(self.vms, callback)
 
     def close(self) -> None:
         """Close every lab, then every host connection.  Idempotent."""

@@ -51,6 +51,20 @@ class HostUsage:
                 f"swap {format_size(self.swap_used)} of {format_size(self.swap_total)} ({vms})")
 
 
+def subscribe_labs(labs: list[Balloon], callback: Callable[[str, Any], None]) -> Callable[[], None]:
+    """``callback(name, update)`` for every update of these labs (a host's, a fleet's); returns unsubscribe."""
+    def forward(name: str) -> Callable[[Any], None]:
+        return lambda update: callback(name, update)
+
+    unsubs = [lab.subscribe(forward(lab.name)) for lab in labs]
+
+    def unsubscribe() -> None:
+        for u in unsubs:
+            u()
+
+    return unsubscribe
+
+
 def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
     """Close every lab, then stop the host's VMs.  Must not reference the Host (it runs from its finalizer)."""
     for lab in labs:
@@ -211,16 +225,7 @@ class Host:
 
     def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
         """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
-        def forward(name: str) -> Callable[[Any], None]:
-            return lambda update: callback(name, update)
-
-        unsubs = [lab.subscribe(forward(lab.name)) for lab in self.vms]
-
-        def unsubscribe() -> None:
-            for u in unsubs:
-                u()
-
-        return unsubscribe
+        return subscribe_labs(self.vms, callback)
 
     def close(self) -> None:
         """Close every VM's lab and stop the VMs.  Idempotent."""
