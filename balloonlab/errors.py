@@ -26,6 +26,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- GuestImageError             the tiny guest image could not be built or found
     +-- GuestExecError              a command in a live guest failed
     +-- JupyterLabError             balloonlab lab cannot start JupyterLab
+    +-- PolicyError                 a policy raised, answered nonsense or took too long (names the tick and VM)
 """
 
 from __future__ import annotations
@@ -128,6 +129,21 @@ class JupyterLabError(BalloonError):
     """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
 
 
+class PolicyError(BalloonError):
+    """A ballooning policy failed at one tick of a run (``balloonlab.policy.run``): its ``decide`` raised,
+    returned something that is not ``{vm name: positive int bytes}``, or took longer than the run allows.
+
+    ``tick`` and ``vm`` (None when no single VM is at fault) say where; ``run`` is the run up to that tick, with
+    everything it recorded, so nothing is lost.
+    """
+
+    def __init__(self, message: str, *, tick: int, vm: str | None = None, run: object = None) -> None:
+        super().__init__(message)
+        self.tick = tick
+        self.vm = vm
+        self.run = run
+
+
 # Older names, kept so existing notebooks and scripts keep working.
 BalloonDisconnected = BalloonDisconnectedError
 NoBalloonDevice = NoBalloonDeviceError
@@ -149,6 +165,7 @@ __all__ = [
     "GuestImageError",
     "GuestExecError",
     "JupyterLabError",
+    "PolicyError",
     "BalloonDisconnected",
     "NoBalloonDevice",
     "VirtualClockRequired",

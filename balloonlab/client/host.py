@@ -27,7 +27,7 @@ from ..units import format_size, parse_duration
 
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
-    from ..emulator.host import EmulatedHost
+    from ..emulator.host import EmulatedHost, VMReading
     from ..emulator.workloads import WorkloadName
 
 
@@ -167,6 +167,19 @@ class Host:
         return HostUsage(total=snap.total, used=snap.used, free=snap.free, swap_used=snap.swap_used,
                          swap_total=snap.swap_total, rss=dict(snap.rss), swapped=dict(snap.swapped))
 
+    def observe(self) -> tuple[HostUsage, dict[str, VMReading]]:
+        """The host's usage and, per VM name, what a manager reads about it (guest stats as ``qom-get`` answers,
+        ``actual``, RAM, RSS), all at one instant in one call: what a policy tick needs (balloonlab.policy)."""
+        self._check_open()
+
+        async def read() -> Any:
+            return self._host.observe()
+
+        snap, readings = _loop.run(read(), self.timeout)
+        usage = HostUsage(total=snap.total, used=snap.used, free=snap.free, swap_used=snap.swap_used,
+                          swap_total=snap.swap_total, rss=dict(snap.rss), swapped=dict(snap.swapped))
+        return usage, readings
+
     def advance(self, duration: str | float) -> None:
         """Move the host's virtual clock, and every VM's with it (``"1h"``, ``"30s"``, seconds)."""
         self._check_open()
@@ -175,13 +188,15 @@ class Host:
                                             "balloonlab.emulate_host(clock='virtual')")
         seconds = parse_duration(duration)
 
+        labs = self.vms
+
         async def run() -> None:
             self._host.advance(seconds)
+            for lab in labs:  # their followers read the new state, as after Balloon.advance
+                lab._client._poke()  # on the loop already: no wake-up of the loop per lab
 
         # a day of 100 VMs is seconds of CPU: wait for it rather than time out
         _loop.run(run(), max(self.timeout, 60 + seconds / 360))
-        for lab in self.vms:  # their followers read the new state, as after Balloon.advance
-            _loop.call_soon(lab._client._poke)
 
     def stopped_vms(self) -> list[str]:
         """Names of the VMs that stopped by themselves (a QMP ``quit``), oldest first."""
