@@ -55,6 +55,7 @@ class BalloonMagics(Magics):
         self._owned: list[Any] = []  #: labs these magics started (closed on replace and on unload)
         self.watches: list[StatsWatch] = []
         self.panels: list[Any] = []  #: BalloonPanels made by %balloon panel (closed on unload: they run a thread)
+        self.policy_run: Any = None  #: the last LivePolicyRun %balloon policy started (stopped on unload)
 
     # the current lab ----------------------------------------------------------------------------------------------
     def require_lab(self) -> Any:
@@ -143,6 +144,8 @@ class BalloonMagics(Magics):
         """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
         self.stop_watches()
         self.close_panels()
+        if self.policy_run is not None:
+            self.policy_run.stop()
         for lab in list(self._owned):
             try:
                 self.close_lab(lab)

@@ -318,6 +318,79 @@ def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ballooning policies on real VMs (balloonlab.policy)
+
+_BUILTIN_POLICIES = ("mom", "proxmox", "none")
+
+
+@subcommand("policy")
+@magic_arguments(name="balloon policy")
+@argument("action", choices=("start", "stop", "status"), metavar="ACTION", help="start, stop or status")
+@argument("policy", nargs="?", default=None,
+          help="start: mom, proxmox, none, or a variable holding a balloonlab.policy.Policy")
+@argument("--on", default=None, metavar="NAME",
+          help="a variable holding the VMs: a list of labs or a host (default: the current lab)")
+@argument("--tick", default="10s", help="how often the policy decides (default 10s)")
+@argument("--duration", default=None, help="stop after this long (default: until %%balloon policy stop)")
+@argument("--apply", action="store_true", help="set the targets (default: a dry run that only records them)")
+@_keep_doc
+def _policy(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Run a ballooning policy on the VMs in the background (a dry run unless --apply); stop it; show its status."""
+    current = magics.policy_run
+    if args.action == "status":
+        print(current.status() if current is not None else "no policy has run in this shell")
+        return None
+    if args.action == "stop":
+        if current is None or not current.running:
+            print("no policy is running")
+            return None
+        current.stop()
+        print(current.status())
+        return current
+    from ..policy import LivePolicyRun, MomPolicy, NoPolicy, Policy, ProxmoxPolicy, run
+
+    if current is not None and current.running:
+        raise UsageError("%balloon policy start: a policy is already running; %balloon policy stop first")
+    tick, duration = _duration_of("tick", args.tick), None
+    if args.duration is not None:
+        duration = _duration_of("duration", args.duration)
+    name = args.policy
+    builtin = {"mom": MomPolicy, "proxmox": ProxmoxPolicy, "none": NoPolicy}
+    if name is None:
+        raise UsageError(f"%balloon policy start: which policy? {', '.join(_BUILTIN_POLICIES)} or a variable")
+    if name in builtin:
+        policy = builtin[name]()
+    else:
+        policy = magics.shell.user_ns.get(name)
+        if not isinstance(policy, Policy):
+            raise UsageError(f"%balloon policy start: {name!r} is not {', '.join(_BUILTIN_POLICIES)} nor a variable "
+                             f"holding a balloonlab.policy.Policy")
+    if args.on is None:
+        vms: Any = [magics.require_lab()]
+    elif args.on in magics.shell.user_ns:
+        vms = magics.shell.user_ns[args.on]
+    else:
+        raise UsageError(f"%balloon policy start: no variable named {args.on!r}")
+    result = run(vms, policy, duration=duration, tick=tick, dry_run=not args.apply)
+    if isinstance(result, LivePolicyRun):
+        magics.policy_run = result
+        mode = "applying targets" if args.apply else "dry run: decisions are recorded, not applied"
+        print(f"{policy.label} runs every {format_duration(tick)} in the background ({mode}); "
+              "%balloon policy status shows its decisions")
+    return result
+
+
+def _duration_of(what: str, text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"%balloon policy: --{what}: {exc}") from None
+    if not value > 0:
+        raise UsageError(f"%balloon policy: --{what} must be more than 0 s, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def _interval_words(seconds: int) -> str:
