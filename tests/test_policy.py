@@ -204,7 +204,7 @@ def test_a_policy_that_takes_too_long_per_tick_is_stopped():
 
 def test_run_refuses_what_is_not_a_policy_or_a_host():
     with overcommitted() as host:
-        with pytest.raises(balloonlab.BalloonError, match="must be a balloonlab.policy.Policy"):
+        with pytest.raises(balloonlab.BalloonError, match=r"must be a balloonlab\.policy\.Policy"):
             run(host, lambda view: {}, duration="1h")  # type: ignore[arg-type]
     with pytest.raises(balloonlab.BalloonError, match="needs a host"):
         run(42, NoPolicy())
