@@ -1,6 +1,7 @@
 """The ``balloonlab`` command: a thin dispatcher to the module that owns each subcommand.
 
     balloonlab emulate ...      an emulated QEMU serving QMP (qemu-system spelling; cli/emulate.py)
+    balloonlab host ...         a host of emulated VMs sharing its memory, one QMP socket each (cli/host.py)
     balloonlab guest build      build and cache the tiny guest image (cli/guest.py)
     balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
     balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
@@ -13,9 +14,10 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-USAGE = """usage: balloonlab {emulate,guest,launch,lab} ...
+USAGE = """usage: balloonlab {emulate,host,guest,launch,lab} ...
 
   emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
+  host       run a host of emulated VMs sharing its memory, each on its own QMP socket
   guest      'guest build': build and cache the tiny Linux guest image for live labs
   launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
   lab        open JupyterLab on the quickstart notebook (emulated backend)
@@ -31,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = args[0], args[1:]
     if command == "emulate":
         from .emulate import main as run
+    elif command == "host":
+        from .host import main as run
     elif command == "guest":
         from .guest import main as run
     elif command == "launch":

@@ -31,7 +31,7 @@ from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_size
 
 if TYPE_CHECKING:
-    from ..emulator.config import ClockKind, GuestModel, MachineConfig, QemuVersion
+    from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.workloads import WorkloadName
     from ..qapi import RunState
 
@@ -250,21 +250,13 @@ class Balloon:
         _loop.call_soon(self._client._poke)
 
     def _advance_replaying(self, seconds: float) -> None:
-        """Advance in chunks the emulator's trace ring cannot overflow in, so that history and subscribers see every
-        report (a day at 1 s is 86 400 of them) with its own time, not just the state at the end."""
-        client = self._client
-        cursor, chunk = self._run(client.begin_replay())
-        try:
-            left_ns = round(seconds * 1e9)
-            chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
-            while True:
-                step_ns = min(chunk_ns, left_ns)
-                cursor = self._run(client.advance_replaying(step_ns / 1e9, cursor))
-                left_ns -= step_ns
-                if left_ns <= 0:
-                    break
-        finally:
-            _loop.call_soon(client.end_replay)
+        advance_replaying([self], seconds, lambda step: self._run(self._client.execute(ADVANCE, {"seconds": step})))
+
+    @property
+    def wants_replay(self) -> bool:
+        """Whether a virtual-clock advance should replay each report it produces to this lab's history and
+        subscribers (someone watches, and the emulator keeps a trace)."""
+        return self._client.wants_replay
 
     @property
     def host_rss(self) -> int:
@@ -461,6 +453,34 @@ def _default_name(socket_path: str, backend: str) -> str:
     return "vm0" if backend == "emulated" or stem in ("", "qmp") else stem
 
 
+def advance_replaying(labs: list[Balloon], seconds: float, advance: Callable[[float], None]) -> None:
+    """Advance a virtual clock (``advance(step)``) in chunks no lab's emulator trace ring can overflow in, and after
+    each chunk feed every report it produced, with its own time, to each lab's history and subscribers: a day at
+    1 s is 86 400 reports, and a plot or a history should see each, not just the state at the end.  ``labs`` share
+    the clock (one VM, or a host of them)."""
+    started: list[tuple[Balloon, int]] = []
+    try:
+        chunk = float("inf")
+        for lab in labs:
+            cursor, longest = lab._run(lab._client.begin_replay())
+            started.append((lab, cursor))
+            chunk = min(chunk, longest)
+        cursors = dict(started)
+        left_ns = round(seconds * 1e9)
+        chunk_ns = round(chunk * 1e9) if chunk != float("inf") else left_ns
+        while True:
+            step_ns = min(chunk_ns, left_ns)
+            advance(step_ns / 1e9)
+            for lab in labs:
+                cursors[lab] = lab._run(lab._client.replay(cursors[lab]))
+            left_ns -= step_ns
+            if left_ns <= 0:
+                break
+    finally:
+        for lab, _ in started:
+            _loop.call_soon(lab._client.end_replay)
+
+
 # Constructors --------------------------------------------------------------------------------------------------
 def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
     """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
@@ -495,6 +515,8 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
     ram = parse_ram(memory)
+    from ..emulator.config import machine_config
+
     config = machine_config(guest=guest, ram=ram, clock=clock, qemu_version=qemu_version, id=id, paused=paused,
                             seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
                             free_page_reporting=free_page_reporting, deflate_on_oom=deflate_on_oom,
@@ -526,34 +548,6 @@ def parse_ram(memory: str | int) -> int:
         return parse_size(memory, default_unit="M")
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
-
-
-def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
-                   id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
-                   boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-                   workload: WorkloadName | None = None) -> MachineConfig:
-    """The emulator's MachineConfig for one VM, every choice checked (EmulatorOptionError names the choices)."""
-    from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
-    from ..emulator.workloads import WORKLOADS
-
-    if guest not in GUEST_MODELS:
-        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
-    if clock not in CLOCKS:
-        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
-    if str(qemu_version) not in QEMU_VERSIONS:
-        raise EmulatorOptionError(
-            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
-    if workload is not None and workload not in WORKLOADS:
-        raise EmulatorOptionError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
-    for prop, value in (("free_page_reporting", free_page_reporting), ("deflate_on_oom", deflate_on_oom)):
-        if not isinstance(value, bool):
-            raise EmulatorOptionError(f"{prop} is a device property that is on or off: give True or False, "
-                                      f"not {value!r}")
-    spec = BalloonSpec(id=id, legacy=id is None, free_page_reporting=free_page_reporting,
-                       deflate_on_oom=deflate_on_oom)
-    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=qemu_version,
-                         guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
-                         workload=workload)
 
 
 def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,

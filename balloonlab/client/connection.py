@@ -357,10 +357,9 @@ class BalloonClient:
         self._replaying = False
         self._poke()
 
-    async def advance_replaying(self, seconds: float, cursor: int) -> int:
-        """Advance the virtual clock by one chunk and feed each report it produced, with its own time, to history
-        and subscribers; returns the new trace cursor."""
-        await self.execute(ADVANCE, {"seconds": seconds})
+    async def replay(self, cursor: int) -> int:
+        """Feed each report the emulator traced since ``cursor`` (a virtual-clock advance produced them), with its
+        own time, to history and subscribers; returns the new trace cursor."""
         trace = await self.execute(TRACE, {"path": self.device_path, "since": cursor})
         exchanges = trace["exchanges"]
         if exchanges and exchanges[0]["seq"] > cursor:

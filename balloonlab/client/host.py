@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import loop as _loop
-from .balloon import Balloon, machine_config, parse_ram
+from .balloon import Balloon, advance_replaying, parse_ram
 from ..errors import BalloonDisconnectedError, EmulatorOptionError, UnknownVMError, VirtualClockRequiredError
 from ..units import format_size, parse_duration
 
@@ -126,6 +126,8 @@ class Host:
                workload: WorkloadName | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
         """Start one more VM on this host (an emulated QEMU with its own QMP socket) and return its lab.  None:
         the host's defaults (those given to :func:`emulate_host`)."""
+        from ..emulator.config import machine_config
+
         self._check_open()
         ram = parse_ram(memory)
         with self._lock:
@@ -188,6 +190,7 @@ class Host:
                                             "balloonlab.emulate_host(clock='virtual')")
         seconds = parse_duration(duration)
 
+<<<<<<< HEAD
         labs = self.vms
 
         async def run() -> None:
@@ -197,6 +200,32 @@ class Host:
 
         # a day of 100 VMs is seconds of CPU: wait for it rather than time out
         _loop.run(run(), max(self.timeout, 60 + seconds / 360))
+=======
+        def advance(step: float) -> None:
+            async def run() -> None:
+                self._host.advance(step)
+
+            # a day of 100 VMs is seconds of CPU: wait for it rather than time out
+            _loop.run(run(), max(self.timeout, 60 + step / 360))
+
+        watched = [lab for lab in self.vms if lab.wants_replay]
+        if watched:  # a panel or a history sees every report, as after Balloon.advance
+            advance_replaying(watched, seconds, advance)
+        else:
+            advance(seconds)
+        for lab in self.vms:  # their followers read the new state
+            _loop.call_soon(lab._client._poke)
+>>>>>>> host
+
+    def wall_time(self) -> float:
+        """The host's wall clock in seconds since the epoch (virtual on a virtual clock): every VM's
+        ``last-update`` is on it, so the doctor judges ages against it."""
+        self._check_open()
+
+        async def read() -> float:
+            return float(self._host.wall_time())
+
+        return _loop.run(read(), self.timeout)
 
     def stopped_vms(self) -> list[str]:
         """Names of the VMs that stopped by themselves (a QMP ``quit``), oldest first."""

@@ -7,7 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
+
+from ..errors import EmulatorOptionError
+
+if TYPE_CHECKING:
+    from .workloads import WorkloadName
 
 #: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
 QemuVersion = Literal["7.2", "9.2", "10.0"]
@@ -59,4 +64,32 @@ class MachineConfig:
     boot_delay: float | None = None
     #: What the guest's programs do with memory over time (workloads.py: idle, steady, diurnal, bursty, leak,
     #: batch); None: nothing but what ``x-balloonlab-guest`` actions start.
-    workload: str | None = None
+    workload: WorkloadName | None = None
+
+
+def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
+                   id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
+                   boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
+                   workload: WorkloadName | None = None) -> MachineConfig:
+    """The MachineConfig of one VM as ``balloonlab.emulate()`` and a host make it, every choice checked
+    (EmulatorOptionError names the choices)."""
+    from .workloads import WORKLOADS  # the workload programs themselves load only when a guest runs one
+
+    if guest not in GUEST_MODELS:
+        raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
+    if clock not in CLOCKS:
+        raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
+    if str(qemu_version) not in QEMU_VERSIONS:
+        raise EmulatorOptionError(
+            f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
+    if workload is not None and workload not in WORKLOADS:
+        raise EmulatorOptionError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    for prop, value in (("free_page_reporting", free_page_reporting), ("deflate_on_oom", deflate_on_oom)):
+        if not isinstance(value, bool):
+            raise EmulatorOptionError(f"{prop} is a device property that is on or off: give True or False, "
+                                      f"not {value!r}")
+    spec = BalloonSpec(id=id, legacy=id is None, free_page_reporting=free_page_reporting,
+                       deflate_on_oom=deflate_on_oom)
+    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=qemu_version,
+                         guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
+                         workload=workload)

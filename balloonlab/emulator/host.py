@@ -137,6 +137,12 @@ class EmulatedHost:
         """Host time since the host was made (virtual, or real monotonic)."""
         return self._now_ns
 
+    def wall_time(self) -> float:
+        """The host's wall clock (seconds since the epoch): ``last-update`` of every VM is on it."""
+        if self.mode == "virtual":
+            return self.epoch + self._now_ns / NS
+        return time.time()
+
     def advance(self, seconds: float) -> None:
         """Move every VM's virtual clock ``seconds`` forward together, the host's memory with them."""
         if self.mode != "virtual":

@@ -56,8 +56,51 @@ class BalloonMagics(Magics):
         self.watches: list[StatsWatch] = []
         self.panels: list[Any] = []  #: BalloonPanels made by %balloon panel (closed on unload: they run a thread)
         self.policy_run: Any = None  #: the last LivePolicyRun %balloon policy started (stopped on unload)
+        self.host: Any = None  #: the current host of VMs (balloonlab.Host) or None
+        self._owned_hosts: list[Any] = []  #: hosts these magics started (%balloon host)
+        self.fleet_panels: list[Any] = []  #: FleetPanels made by %balloon host / fleet
 
     # the current lab ----------------------------------------------------------------------------------------------
+    def require_host(self) -> Any:
+        if self.host is None or self.host.closed:
+            raise UsageError("no host yet: start one with %balloon host --vms 4 --memory 3G --vm-memory 1G, or "
+                             "make one in Python and %balloon use it")
+        return self.host
+
+    def start_host(self, factory: Callable[[], Any]) -> Any:
+        """Start a host with ``factory``; it replaces the current host (closed if ours), and its first VM
+        becomes the current lab."""
+        try:
+            host = factory()
+        except (ValueError, TypeError, EmulatorOptionError) as exc:
+            raise UsageError(f"%balloon: {exc}") from None
+        self.adopt_host(host)
+        self._owned_hosts.append(host)
+        return host
+
+    def adopt_host(self, host: Any) -> None:
+        """Make ``host`` current (and its first VM the current lab); a previous host of ours is closed."""
+        previous, self.host = self.host, host
+        if previous is not None and previous is not host:
+            self.close_host(previous, only_if_owned=True)
+        if host.vms:
+            self.adopt_lab(host.vms[0])
+
+    def close_host(self, host: Any, only_if_owned: bool = False) -> None:
+        """Close the fleet panels on ``host``; close the host too (unless ``only_if_owned`` and it is not ours)."""
+        for panel in [p for p in self.fleet_panels if p.host is host]:
+            panel.close()
+            self.fleet_panels.remove(panel)
+        owned = any(host is o for o in self._owned_hosts)
+        if only_if_owned and not owned:
+            return
+        self._owned_hosts = [o for o in self._owned_hosts if o is not host]
+        if self.lab is not None and any(self.lab is vm for vm in host.vms):
+            self.lab = None
+        if self.host is host:
+            self.host = None
+        host.close()
+
     def require_lab(self) -> Any:
         if self.lab is None:
             raise UsageError(NO_LAB_HINT)
@@ -144,8 +187,17 @@ class BalloonMagics(Magics):
         """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
         self.stop_watches()
         self.close_panels()
-        if self.policy_run is not None:
+        if self.policy_run is not None:  # before the VMs it manages go away
             self.policy_run.stop()
+        for panel in self.fleet_panels:
+            panel.close()
+        self.fleet_panels = []
+        for host in list(self._owned_hosts):
+            try:
+                self.close_host(host)
+            except Exception as exc:  # unloading must go on
+                print(f"balloonlab: closing a host failed: {exc}", file=sys.stderr)
+        self.host = None
         for lab in list(self._owned):
             try:
                 self.close_lab(lab)

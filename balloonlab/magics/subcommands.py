@@ -188,20 +188,80 @@ def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
 @subcommand("use")
 @magic_arguments(name="balloon use")
-@argument("name", help="a variable holding a lab made in Python (lab = balloonlab.emulate())")
+@argument("name", help="a VM of the current host (vm2), or a variable holding a lab or a host made in Python")
 @_keep_doc
 def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
-    """Make a lab you created in Python the current lab (the magics never close it for you)."""
+    """Make a VM of the current host, or a lab or host you created in Python, current (never closed for you)."""
     from ..client.balloon import Balloon
+    from ..client.host import Host
 
+    host = magics.host if magics.host is not None and not magics.host.closed else None
+    if host is not None and args.name in host:
+        magics.adopt_lab(host[args.name])
+        return None
+    value = magics.shell.user_ns.get(args.name)
+    if isinstance(value, Balloon):
+        magics.adopt_lab(value)
+        return None
+    if isinstance(value, Host):
+        magics.adopt_host(value)
+        return None
+    if value is not None:
+        raise UsageError(f"%balloon use: {args.name} is a {type(value).__name__}, not a balloonlab lab or host")
+    known = (host.names if host is not None else []) + [
+        k for k, v in magics.shell.user_ns.items() if not k.startswith("_") and isinstance(v, (Balloon, Host))]
+    guess = difflib.get_close_matches(args.name, known, n=1)
+    hint = f"; did you mean '{guess[0]}'?" if guess else ""
+    where = f"the current host's VMs are {', '.join(host.names)}" if host is not None else "no host is current"
+    raise UsageError(f"%balloon use: no variable named {args.name!r}, and {where}{hint}")
+
+
+@subcommand("host")
+@magic_arguments(name="balloon host")
+@argument("--vms", type=int, default=4, help="how many VMs (default 4)")
+@argument("--memory", default="3G", help="the host's RAM (default 3G)")
+@argument("--vm-memory", default="1G", help="each VM's RAM (default 1G)")
+@argument("--workloads", default=None,
+          help="what the guests do: idle, steady, diurnal, bursty, leak, batch, or mixed (default: idle)")
+@argument("--free-page-reporting", action="store_true", help="the devices report free pages back to the host")
+@argument("--deflate-on-oom", action="store_true", help="the guests deflate the balloon instead of OOM-killing")
+@argument("--clock", default="virtual", choices=("real", "virtual"), metavar="CLOCK",
+          help="virtual (default): time moves only with %%balloon advance; real: as on the wall")
+@argument("--seed", type=int, default=0, help="seed of the workloads (default 0)")
+@_keep_doc
+def _host(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Start an emulated host of VMs sharing its memory, make it current (vm0 the current lab), show its fleet."""
+    size_arg(args.memory, "host --memory")
+    size_arg(args.vm_memory, "host --vm-memory")
+    if args.vms < 1:
+        raise UsageError(f"%balloon host --vms: at least one VM, got {args.vms}")
+    import balloonlab
+
+    host = magics.start_host(lambda: balloonlab.emulate_host(
+        memory=args.memory, vms=args.vms, vm_memory=args.vm_memory, clock=args.clock, workloads=args.workloads,
+        free_page_reporting=args.free_page_reporting, deflate_on_oom=args.deflate_on_oom, seed=args.seed))
+    return _fleet_panel(magics, host)
+
+
+@subcommand("fleet")
+@magic_arguments(name="balloon fleet")
+@_keep_doc
+def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """The fleet panel of the current host: its memory by VM, and one row per VM with a target slider."""
+    return _fleet_panel(magics, magics.require_host())
+
+
+def _fleet_panel(magics: "BalloonMagics", host: Any) -> Any:
     try:
-        lab = magics.shell.user_ns[args.name]
-    except KeyError:
-        raise UsageError(f"%balloon use: no variable named {args.name!r}") from None
-    if not isinstance(lab, Balloon):
-        raise UsageError(f"%balloon use: {args.name} is a {type(lab).__name__}, not a balloonlab lab")
-    magics.adopt_lab(lab)
-    return None
+        from ..widgets.fleet import FleetPanel
+    except ImportError as exc:
+        raise UsageError(f"%balloon fleet needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
+    for old in [p for p in magics.fleet_panels if p.host is host]:  # a re-run cell replaces its panel
+        old.close()
+        magics.fleet_panels.remove(old)
+    panel = FleetPanel(host)
+    magics.fleet_panels.append(panel)
+    return panel
 
 
 @subcommand("close")
