@@ -190,17 +190,6 @@ class Host:
                                             "balloonlab.emulate_host(clock='virtual')")
         seconds = parse_duration(duration)
 
-<<<<<<< HEAD
-        labs = self.vms
-
-        async def run() -> None:
-            self._host.advance(seconds)
-            for lab in labs:  # their followers read the new state, as after Balloon.advance
-                lab._client._poke()  # on the loop already: no wake-up of the loop per lab
-
-        # a day of 100 VMs is seconds of CPU: wait for it rather than time out
-        _loop.run(run(), max(self.timeout, 60 + seconds / 360))
-=======
         def advance(step: float) -> None:
             async def run() -> None:
                 self._host.advance(step)
@@ -215,7 +204,6 @@ class Host:
             advance(seconds)
         for lab in self.vms:  # their followers read the new state
             _loop.call_soon(lab._client._poke)
->>>>>>> host
 
     def wall_time(self) -> float:
         """The host's wall clock in seconds since the epoch (virtual on a virtual clock): every VM's

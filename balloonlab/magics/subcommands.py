@@ -389,7 +389,7 @@ _BUILTIN_POLICIES = ("mom", "proxmox", "none")
 @argument("policy", nargs="?", default=None,
           help="start: mom, proxmox, none, or a variable holding a balloonlab.policy.Policy")
 @argument("--on", default=None, metavar="NAME",
-          help="a variable holding the VMs: a list of labs or a host (default: the current lab)")
+          help="a variable holding the VMs: a list of labs or a host (default: the current host, else the current lab)")
 @argument("--tick", default="10s", help="how often the policy decides (default 10s)")
 @argument("--duration", default=None, help="stop after this long (default: until %%balloon policy stop)")
 @argument("--apply", action="store_true", help="set the targets (default: a dry run that only records them)")
@@ -426,7 +426,8 @@ def _policy(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
             raise UsageError(f"%balloon policy start: {name!r} is not {', '.join(_BUILTIN_POLICIES)} nor a variable "
                              f"holding a balloonlab.policy.Policy")
     if args.on is None:
-        vms: Any = [magics.require_lab()]
+        host = magics.host
+        vms: Any = host if host is not None and not host.closed else [magics.require_lab()]
     elif args.on in magics.shell.user_ns:
         vms = magics.shell.user_ns[args.on]
     else:
