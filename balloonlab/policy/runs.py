@@ -119,6 +119,8 @@ class Engine:
         self.policy = policy
         self.result = result
         self.decide_limit = decide_limit
+        #: a dry run's targets, as if applied: the same decision on the next tick is not a new one
+        self.planned: dict[str, int] = {}
 
     def step(self, tick: int, now: float) -> None:
         view = self.source.view(tick, now)
@@ -170,7 +172,7 @@ class Engine:
         limit = self.policy.max_change(vm)
         if limit is not None:
             target = min(max(target, vm.actual - limit), vm.actual + limit)
-        current = vm.target if vm.target is not None else vm.ram
+        current = self.planned.get(vm.name, vm.target if vm.target is not None else vm.ram)
         if target == current:
             return
         result = self.result
@@ -187,6 +189,8 @@ class Engine:
         applied = not result.dry_run
         if applied:
             self.source.labs[vm.name].set_target(target)
+        else:
+            self.planned[vm.name] = target
         result._scorer.target_changes += 1
         result.decisions.append(Decision(view.tick, view.time, vm.name, vm.actual, asked, target, applied))
 
@@ -321,8 +325,9 @@ def compare(runs: list[PolicyRun], plot: bool | None = None) -> pandas.DataFrame
     if not runs:
         raise InvalidValueError("compare() needs at least one PolicyRun")
     labels = _unique([r.label for r in runs])
+    # object columns: counts and bytes stay whole numbers on screen, seconds keep their fraction
     frame = pd.DataFrame({label: [r.score[k] for k in SCORE_KEYS] for label, r in zip(labels, runs)},
-                         index=list(SCORE_KEYS))
+                         index=list(SCORE_KEYS), dtype=object)
     if plot is None:
         plot = _in_kernel()
     if plot:
