@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import Result
 
-MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "policy")
+MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "host", "policy")
 
 #: Every key the runner emits, in table order (a module that fails still emits its keys, with value None).
 KEYS = {
@@ -33,6 +33,7 @@ KEYS = {
     "fleet": ("fleet_10_cpu_percent", "fleet_10_subscribed_cpu_percent", "fleet_100_cpu_percent",
               "fleet_100_subscribed_cpu_percent", "fleet_baseline_cpu_percent"),
     "panel": ("panel_update_cpu_ms", "history_24h_mb"),
+    "host": ("host_100_ready_s", "host_20_24h_cpu_s", "host_100_idle_cpu_percent"),
     "policy": ("policy_day_4vms_cpu_s", "policy_day_20vms_cpu_s"),
 }
 

@@ -7,7 +7,10 @@ needs the same reading of ``/proc/PID/stat``.  Keeping one copy keeps their sema
 
 from __future__ import annotations
 
+import contextlib
 import json
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +110,19 @@ def json_values(text: str) -> list[Any]:
         value, pos = decoder.raw_decode(text, pos)
         values.append(value)
     return values
+
+
+@contextlib.contextmanager
+def balloonlab_process(*args: str) -> Iterator[subprocess.Popen]:
+    """``python -m balloonlab ARGS`` with stdout and stderr piped (text); killed if still running, and reaped, on
+    the way out, also when the test fails."""
+    proc = subprocess.Popen([sys.executable, "-m", "balloonlab", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]

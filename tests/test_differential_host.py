@@ -162,3 +162,4 @@ def test_a_guest_squeezed_by_the_balloon_survives_only_with_deflate_on_oom(sides
             assert side.lab.actual > 160 * MiB, where
             assert any(e["event"] == "BALLOON_CHANGE" and e["data"]["actual"] > 160 * MiB
                        for e in side.lab.events), where
+

@@ -17,7 +17,7 @@ from qemu.qmp import QMPClient
 from balloonlab.emulator.config import BalloonSpec
 from balloonlab.cli.emulate import main, parse_args
 from balloonlab.errors import EmulatorOptionError
-from tests.helpers import wait_until
+from tests.helpers import balloonlab_process, wait_until
 
 
 # -- parsing --------------------------------------------------------------------------------------------------------
@@ -109,18 +109,10 @@ def test_help(capsys):
 @contextlib.contextmanager
 def emulate_process(*args: str):
     """``python -m balloonlab emulate ARGS``; yields (process, socket path from its first stdout line)."""
-    proc = subprocess.Popen([sys.executable, "-m", "balloonlab", "emulate", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with balloonlab_process("emulate", *args) as proc:
         path = proc.stdout.readline().strip()
         assert path, f"no socket path printed; stderr: {proc.stderr.read()}"
         yield proc, path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def wait_exit(proc: subprocess.Popen, timeout: float = 20) -> int:

@@ -11,6 +11,7 @@ import sys
 import pytest
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from tests.helpers import balloonlab_process
 from tests.test_emulate_cli import wait_exit
 
 GiB = 1 << 30
@@ -19,19 +20,10 @@ GiB = 1 << 30
 @contextlib.contextmanager
 def host_process(*args: str, vms: int):
     """``python -m balloonlab host ARGS``; yields (process, {name: socket}) from its first lines."""
-    proc = subprocess.Popen([sys.executable, "-m", "balloonlab", "host", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with balloonlab_process("host", *args) as proc:
         header = proc.stdout.readline()
         assert header.startswith("host:"), f"no header; stderr: {proc.stderr.read()}"
-        sockets = dict(proc.stdout.readline().split() for _ in range(vms))
-        yield proc, sockets
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        proc.stdout.close()
-        proc.stderr.close()
+        yield proc, dict(proc.stdout.readline().split() for _ in range(vms))
 
 
 def qmp(socket: str, command: str, **args):

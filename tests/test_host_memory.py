@@ -143,3 +143,25 @@ def test_an_oom_killed_workload_dies_and_its_memory_is_freed(make_lab):
     stats = lab.stats()
     assert stats["oom-kills"] >= 1
     assert lab.guest("status")["memory"]["workloads"] == []
+
+
+def test_the_command_line_spells_both_properties_as_qemu_does():
+    from balloonlab.cli.emulate import parse_args
+
+    opts = parse_args(["-device", "virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on"])
+    (spec,) = opts.config.balloons
+    assert spec.free_page_reporting and spec.deflate_on_oom
+
+
+def test_a_lab_is_named_by_its_host_else_by_its_socket(make_lab, tmp_path):
+    lab = make_lab()
+    assert lab.name == "vm0"
+    other = balloonlab.connect(lab.socket_path)
+    try:
+        assert other.name == "vm0"  # an emulator's private socket is "qmp.sock": no name in it
+        assert other.host_rss == lab.host_rss  # an emulator says it over QMP, to any client
+    finally:
+        other.close()
+    named = make_lab(socket_path=str(tmp_path / "100.qmp"))
+    with balloonlab.connect(named.socket_path) as proxmox_style:
+        assert proxmox_style.name == "100"

@@ -69,7 +69,7 @@ class MachineConfig:
 
 def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
                    id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
-                   boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
+                   boot_delay: float | None = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
                    workload: WorkloadName | None = None) -> MachineConfig:
     """The MachineConfig of one VM as ``balloonlab.emulate()`` and a host make it, every choice checked
     (EmulatorOptionError names the choices)."""
@@ -79,7 +79,8 @@ def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_versio
         raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
     if clock not in CLOCKS:
         raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
-    if str(qemu_version) not in QEMU_VERSIONS:
+    version = next((v for v in QEMU_VERSIONS if v == str(qemu_version)), None)
+    if version is None:
         raise EmulatorOptionError(
             f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
     if workload is not None and workload not in WORKLOADS:
@@ -90,6 +91,6 @@ def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_versio
                                       f"not {value!r}")
     spec = BalloonSpec(id=id, legacy=id is None, free_page_reporting=free_page_reporting,
                        deflate_on_oom=deflate_on_oom)
-    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=qemu_version,
+    return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=version,
                          guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
                          workload=workload)

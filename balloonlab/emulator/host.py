@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from .clock import NS, Clock
 from .config import ClockKind, MachineConfig
-from .memory import PAGE
+from .memory import PAGE, QEMU_OVERHEAD
 from .runner import Emulator
 
 TICK_S = 5
@@ -103,6 +103,7 @@ class EmulatedHost:
         assert emu.machine is not None
         if self.mode == "virtual":
             emu.machine.advance = self.advance
+        emu.machine.account_host = lambda: self._account(0)
         self.vms[name] = emu
         watcher = loop.create_task(self._watch(name, emu))
         self._watchers.add(watcher)
@@ -175,25 +176,34 @@ class EmulatedHost:
 
     # -- memory ---------------------------------------------------------------------------------------------
     def _account(self, dt: float) -> None:
-        """Swap out what does not fit; guests touch some of what is out (faults), which comes back if it fits."""
-        machines = {n: e.machine for n, e in self.vms.items() if e.machine is not None}
-        if dt > 0 and self.swap_used:
-            touched = 0
-            for m in machines.values():
-                back = int(m.host_swapped * min(1.0, SWAP_TOUCH_PER_S * dt)) // PAGE * PAGE
+        """Each VM's swapped memory: touched pages come back (faults); discarded pages leave swap with the rest;
+        what still does not fit in RAM goes out, spread over the VMs by what they hold."""
+        machines = [e.machine for e in self.vms.values() if e.machine is not None]
+        held = []
+        for m in machines:
+            demand = m.host_demand()
+            resident = demand - QEMU_OVERHEAD  # guest RAM the host backs (in RAM or in swap)
+            swapped = m.host_swapped
+            if swapped and resident < m.host_backed:
+                # the guest gave pages back (balloon, free page reporting): swapped ones go in proportion
+                swapped = swapped * resident // max(1, m.host_backed)
+            if dt > 0 and swapped:
+                back = int(swapped * min(1.0, SWAP_TOUCH_PER_S * dt)) // PAGE * PAGE
                 m.guest.memory.host_swap_faults(back // PAGE)
-                touched += back
-            self.swap_used -= touched
-        demand = {n: m.host_demand() for n, m in machines.items()}
-        total = sum(demand.values())
-        excess = max(0, total - self.memory)
-        # what is out stays out until touched; more goes out when it must (beyond swap: see docs/differences.md)
-        self.swap_used = min(self.swap, max(excess, min(self.swap_used, total)))
-        left = self.swap_used
-        for i, (n, m) in enumerate(machines.items()):
-            share = left if i == len(machines) - 1 else self.swap_used * demand[n] // total
-            m.host_swapped = share
-            left -= share
+                swapped -= back
+            m.host_backed = resident
+            m.host_swapped = min(swapped, resident)
+            held.append(demand - m.host_swapped)
+        total = sum(held)
+        room = self.swap - sum(m.host_swapped for m in machines)
+        need = min(max(0, total - self.memory), room)  # beyond swap: docs/differences.md
+        if need > 0:
+            left = need
+            for i, (m, h) in enumerate(zip(machines, held)):
+                share = left if i == len(machines) - 1 else need * h // total
+                m.host_swapped += share
+                left -= share
+        self.swap_used = sum(m.host_swapped for m in machines)
 
     def snapshot(self) -> HostSnapshot:
         """The host's memory now (brings every VM's memory model to the present first)."""

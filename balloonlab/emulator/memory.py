@@ -106,7 +106,7 @@ class MemoryModel:
         self.swap_size = _pages(ram_size // 2 if swap_size is None else swap_size)
         self.rng = random.Random(seed)
         self._idle = (anon, kern, cache)
-        #: set by the driver when deflate-on-oom: callback(bytes_needed) -> bytes freed
+        #: Set by the driver when deflate-on-oom: callback(bytes_needed) -> bytes freed.
         self.on_oom_deflate: Callable[[int], int] | None = None
         self.boot(0)
 

@@ -23,6 +23,8 @@ from ..units import format_duration, format_size, parse_duration, parse_size
 from .info import LabInfo
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..client.host import Host
+    from ..widgets.fleet import FleetPanel
     from .core import BalloonMagics
 
 #: guest-stats-polling-interval is a uint32 in QEMU ("timer value is too big" above this).
@@ -145,12 +147,12 @@ def duration_arg(text: str) -> float:
 def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
     size_arg(args.memory, "emulate --memory")
-    import balloonlab
+    from ..client.balloon import emulate
 
     lab = magics.start_lab(
-        lambda: balloonlab.emulate(guest=args.guest, memory=args.memory, clock=args.clock,
-                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused,
-                                   guest_kernel=args.guest_kernel))
+        lambda: emulate(guest=args.guest, memory=args.memory, clock=args.clock,
+                        qemu_version=args.qemu_version, id=args.id, paused=args.paused,
+                        guest_kernel=args.guest_kernel))
     return lab
 
 
@@ -164,9 +166,9 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if not os.path.exists(path):
         raise UsageError(f"%balloon connect: no such socket: {path} (start QEMU with -qmp unix:{path},server=on,"
                          "wait=off)")
-    import balloonlab
+    from ..client.balloon import connect
 
-    return magics.start_lab(lambda: balloonlab.connect(path))
+    return magics.start_lab(lambda: connect(path))
 
 
 @subcommand("launch")
@@ -179,11 +181,10 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Boot a live qemu-system-x86_64 (TCG) with balloonlab's tiny Linux guest and make it current."""
     size_arg(args.memory, "launch --memory")
-    import balloonlab
+    from ..client.balloon import launch
 
     return magics.start_lab(
-        lambda: balloonlab.launch(memory=args.memory, balloon_id=args.id, paused=args.paused,
-                                  guest=not args.no_guest))
+        lambda: launch(memory=args.memory, balloon_id=args.id, paused=args.paused, guest=not args.no_guest))
 
 
 @subcommand("use")
@@ -199,7 +200,7 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if host is not None and args.name in host:
         magics.adopt_lab(host[args.name])
         return None
-    value = magics.shell.user_ns.get(args.name)
+    value = magics.user_ns.get(args.name)
     if isinstance(value, Balloon):
         magics.adopt_lab(value)
         return None
@@ -209,7 +210,7 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if value is not None:
         raise UsageError(f"%balloon use: {args.name} is a {type(value).__name__}, not a balloonlab lab or host")
     known = (host.names if host is not None else []) + [
-        k for k, v in magics.shell.user_ns.items() if not k.startswith("_") and isinstance(v, (Balloon, Host))]
+        k for k, v in magics.user_ns.items() if not k.startswith("_") and isinstance(v, (Balloon, Host))]
     guess = difflib.get_close_matches(args.name, known, n=1)
     hint = f"; did you mean '{guess[0]}'?" if guess else ""
     where = f"the current host's VMs are {', '.join(host.names)}" if host is not None else "no host is current"
@@ -235,9 +236,9 @@ def _host(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     size_arg(args.vm_memory, "host --vm-memory")
     if args.vms < 1:
         raise UsageError(f"%balloon host --vms: at least one VM, got {args.vms}")
-    import balloonlab
+    from ..client.host import emulate_host
 
-    host = magics.start_host(lambda: balloonlab.emulate_host(
+    host = magics.start_host(lambda: emulate_host(
         memory=args.memory, vms=args.vms, vm_memory=args.vm_memory, clock=args.clock, workloads=args.workloads,
         free_page_reporting=args.free_page_reporting, deflate_on_oom=args.deflate_on_oom, seed=args.seed))
     return _fleet_panel(magics, host)
@@ -251,7 +252,7 @@ def _fleet(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     return _fleet_panel(magics, magics.require_host())
 
 
-def _fleet_panel(magics: "BalloonMagics", host: Any) -> Any:
+def _fleet_panel(magics: "BalloonMagics", host: "Host") -> "FleetPanel":
     try:
         from ..widgets.fleet import FleetPanel
     except ImportError as exc:
@@ -421,15 +422,15 @@ def _policy(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if name in builtin:
         policy = builtin[name]()
     else:
-        policy = magics.shell.user_ns.get(name)
+        policy = magics.user_ns.get(name)
         if not isinstance(policy, Policy):
             raise UsageError(f"%balloon policy start: {name!r} is not {', '.join(_BUILTIN_POLICIES)} nor a variable "
                              f"holding a balloonlab.policy.Policy")
     if args.on is None:
         host = magics.host
         vms: Any = host if host is not None and not host.closed else [magics.require_lab()]
-    elif args.on in magics.shell.user_ns:
-        vms = magics.shell.user_ns[args.on]
+    elif args.on in magics.user_ns:
+        vms = magics.user_ns[args.on]
     else:
         raise UsageError(f"%balloon policy start: no variable named {args.on!r}")
     result = run(vms, policy, duration=duration, tick=tick, dry_run=not args.apply)

@@ -27,7 +27,7 @@ from ..errors import BalloonError, QMPError
 from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
 from .controls import MiB, TargetControl
-from .panel import close_tree
+from .live import LiveView
 from .plot import _Ring
 from .stats_table import DoctorView
 
@@ -166,7 +166,7 @@ class FleetRow(widgets.HBox):
         self.sparkline.render()
 
 
-class FleetPanel(widgets.VBox):
+class FleetPanel(LiveView):
     """A host's VMs, live: ``FleetPanel(host)`` (what ``%balloon host`` and ``%balloon fleet`` show).
 
     Public parts: ``host_bar`` (:class:`HostBar`), ``rows`` (name -> :class:`FleetRow`), ``target_sliders``
@@ -289,24 +289,3 @@ class FleetPanel(widgets.VBox):
         colour = SEVERITY_COLOUR.get(severity, SEVERITY_COLOUR["info"])
         set_if_changed(self.status_line, "value",
                        f"<span style='color:{colour}' data-severity='{esc(severity)}'>{esc(text)}</span>")
-
-    # -- lifecycle --------------------------------------------------------------------------------------------
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Block until every queued update and request was applied (tests, notebooks)."""
-        return self._pump.wait_idle(timeout)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Unsubscribe from every VM, stop the panel's thread, and close every widget of the panel."""
-        if self._closed:
-            return
-        self._closed = True
-        unsubscribe, self._unsubscribe = self._unsubscribe, None
-        if unsubscribe is not None:
-            unsubscribe()
-        self._pump.stop()
-        close_tree(self, skip=self)
-        super().close()

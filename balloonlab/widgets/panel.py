@@ -24,11 +24,14 @@ from traitlets import Bool, Float, Int, Unicode, observe, validate
 
 from ..client.doctor import Diagnosis, diagnose, stale_after
 from ..errors import BalloonError, QMPError
+from ..qapi import RunState
+from ..stats import GuestStats
 from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
 from ..client.pump import UpdatePump
 from .controls import MiB, IntervalControl, TargetControl
 from .events import EventLog, event_time
+from .live import LiveView
 from .plot import MemoryPlot
 from .stats_table import DoctorView, LastUpdateView, StatsTable
 from .virtqueue import VirtqueueView
@@ -38,7 +41,8 @@ log = logging.getLogger("balloonlab.widgets")
 #: Events marked on the plot as run-state changes (BALLOON_CHANGE has its own marker).
 STATE_EVENTS = frozenset({"STOP", "RESUME", "RESET", "SHUTDOWN", "POWERDOWN", "SUSPEND", "WAKEUP"})
 #: What an event says about the run state (query-status's running and status).
-RUN_STATE = {"STOP": (False, "paused"), "RESUME": (True, "running"), "SHUTDOWN": (False, "shutdown")}
+RUN_STATE: dict[str, tuple[bool, RunState]] = {"STOP": (False, "paused"), "RESUME": (True, "running"),
+                                               "SHUTDOWN": (False, "shutdown")}
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -47,33 +51,7 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def close_tree(root: widgets.Widget, skip: widgets.Widget | None = None) -> None:
-    """Close ``root`` and every widget reachable through its synced traits (children, marks, scales, layouts).
-
-    ``Box.close`` closes only the box; a panel owns a few dozen widgets (bqplot alone makes scales, axes, marks
-    and their layouts), each registered in the kernel until closed.
-    """
-    seen: set[int] = set()
-    stack: list[Any] = [root]
-    found: list[widgets.Widget] = []
-    while stack:
-        item = stack.pop()
-        if isinstance(item, widgets.Widget):
-            if id(item) in seen:
-                continue
-            seen.add(id(item))
-            found.append(item)
-            stack.extend(getattr(item, key, None) for key in item.keys)
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-    for w in found:
-        if w is not skip:
-            w.close()
-
-
-class BalloonPanel(widgets.VBox):
+class BalloonPanel(LiveView):
     """Everything about one lab's balloon, live: ``BalloonPanel(lab)`` (what ``%balloon panel`` shows).
 
     Public parts: ``interval_slider`` and ``target_slider`` (ipywidgets ``IntSlider``), ``stats_table``,
@@ -107,7 +85,7 @@ class BalloonPanel(widgets.VBox):
         self._doctor_at = 0.0
         self._clock_at = 0.0
         self._running: bool | None = None  # run state, from query-status and then STOP/RESUME/SHUTDOWN events
-        self._run_state: str | None = None
+        self._run_state: RunState | None = None
         self._trace_due = False
         self._trace_at = 0.0
 
@@ -391,7 +369,7 @@ class BalloonPanel(widgets.VBox):
             return  # the "disconnected" verdict stays until the lab is back
         stats, interval = self.stats_table.current, self._last_interval
         now = time.monotonic()
-        if None not in (stats, interval, self._running):
+        if isinstance(stats, GuestStats) and interval is not None and self._running is not None:
             device_now = self._now()
             diagnosis = diagnose(stats, interval, now=device_now, running=bool(self._running),
                                  run_state=self._run_state)
@@ -541,10 +519,6 @@ class BalloonPanel(widgets.VBox):
             self.events.max_events = change["new"]
 
     # -- lifetime ----------------------------------------------------------------------------------------------
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Wait until every update and request queued so far is applied (for scripts and tests)."""
-        return self._pump.wait_idle(timeout)
-
     def update_cost(self) -> dict[str, float]:
         """CPU (``time.thread_time``) the panel's thread spent, in milliseconds: applying lab updates (per batch,
         per update) and in its once-a-second ticks (ages, local diagnosis, virtqueue trace when idle)."""
@@ -559,19 +533,3 @@ class BalloonPanel(widgets.VBox):
             "tick_cpu_ms": p.tick_cpu_seconds * 1e3,
             "tick_cpu_ms_per_tick": p.tick_cpu_seconds * 1e3 / p.ticks if p.ticks else 0.0,
         }
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Unsubscribe from the lab, stop the panel's thread, and close every widget of the panel."""
-        if self._closed:
-            return
-        self._closed = True
-        unsubscribe, self._unsubscribe = self._unsubscribe, None
-        if unsubscribe is not None:
-            unsubscribe()
-        self._pump.stop()
-        close_tree(self, skip=self)
-        super().close()
