@@ -41,6 +41,13 @@ class BalloonSpec:
     #: ``-balloon virtio`` (the legacy spelling of QEMU's stats doc): anonymous, at peripheral-anon/device[1].
     legacy: bool = False
 
+    def check(self) -> None:
+        """Refuse what QEMU's realize refuses, in its words.  Free page hinting runs on an iothread
+        (``virtio_balloon_device_realize``) and the emulator models none, so ``free-page-hint=on`` always fails,
+        as it does on QEMU without ``iothread=`` (docs/differences.md: ``no-iothread``)."""
+        if self.free_page_hint:
+            raise EmulatorOptionError("'free-page-hint' requires 'iothread' to be set")
+
 
 @dataclass
 class MachineConfig:

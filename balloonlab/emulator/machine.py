@@ -103,6 +103,11 @@ class Machine:
             raise EmulatorOptionError(f"-m: RAM size must be a positive multiple of 4 KiB, not {config.ram_size}")
         if len(config.balloons) > 1:
             raise EmulatorOptionError("-device virtio-balloon-pci: Only one balloon device is supported")
+        for spec in config.balloons:
+            try:
+                spec.check()
+            except EmulatorOptionError as exc:
+                raise EmulatorOptionError(f"-device {spec.driver}: {exc}") from None
         self.config = config
         self.clock = clock
         self.profile = PROFILES[config.qemu_version]
