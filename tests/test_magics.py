@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 import balloonlab
 from balloonlab.client import loop as _loop
@@ -23,28 +22,12 @@ from balloonlab.magics.core import NO_LAB_HINT, BalloonMagics
 from balloonlab.magics.info import LabInfo
 from balloonlab.magics.subcommands import SUBCOMMANDS
 from balloonlab.stats import GuestStats
+from tests.fixtures.ipython import ip  # noqa: F401  (fixture)
 from tests.fixtures.qemu import qemu_binary, start_vm  # noqa: F401  (fixtures)
 from tests.helpers import json_values, wait_for
 from tests.magics_doc_examples import DISABLE_ERROR, DOC_PATH, RST_EXAMPLES, TXT_EXAMPLES
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    config = Config()
-    config.HistoryManager.enabled = False
-    InteractiveShell.clear_instance()
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "balloonlab")
-    try:
-        yield shell
-    finally:
-        try:
-            if "balloonlab" in shell.extension_manager.loaded:
-                shell.run_line_magic("unload_ext", "balloonlab")
-        finally:
-            InteractiveShell.clear_instance()
 
 
 def magics_of(shell: InteractiveShell) -> BalloonMagics:

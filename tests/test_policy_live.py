@@ -11,6 +11,7 @@ import pytest
 import balloonlab
 from balloonlab.errors import PolicyError
 from balloonlab.policy import FixedPolicy, LivePolicyRun, Policy, run
+from tests.fixtures.ipython import ip  # noqa: F401  (fixture)
 from tests.fixtures.qemu import guest_image, qemu_binary  # noqa: F401  (fixtures)
 from tests.helpers import clean_loop, wait_until  # noqa: F401  (autouse)
 
@@ -75,26 +76,6 @@ def test_a_live_run_stopped_by_its_policy_keeps_the_error_for_wait_and_status():
 
 
 # --- %balloon policy ----------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def ip():
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.enabled = False
-    InteractiveShell.clear_instance()
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "balloonlab")
-    try:
-        yield shell
-    finally:
-        try:
-            if "balloonlab" in shell.extension_manager.loaded:
-                shell.run_line_magic("unload_ext", "balloonlab")
-        finally:
-            InteractiveShell.clear_instance()
-
 
 def test_balloon_policy_starts_reports_and_stops_a_background_dry_run(ip, capsys):
     lab = ip.run_line_magic("balloon", "emulate --memory 512M")
