@@ -208,3 +208,18 @@ def test_run_refuses_what_is_not_a_policy_or_a_host():
             run(host, lambda view: {}, duration="1h")  # type: ignore[arg-type]
     with pytest.raises(balloonlab.BalloonError, match="needs a host"):
         run(42, NoPolicy())
+
+
+class CtrlC(Policy):
+    def decide(self, view):
+        if view.tick == 5:
+            raise KeyboardInterrupt  # what Ctrl-C in the notebook does to a simulated run
+        return {}
+
+
+def test_ctrl_c_stops_a_simulated_run_which_returns_what_it_has():
+    with overcommitted() as host:
+        result = run(host, CtrlC(), duration="1h", tick="10s")
+    assert result.interrupted and result.error is None
+    assert result.score["ticks"] == 6
+    assert "(interrupted)" in repr(result)

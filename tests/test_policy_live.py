@@ -110,3 +110,16 @@ def test_unloading_the_extension_stops_a_running_policy(ip):
     assert result.running and not result.dry_run
     ip.run_line_magic("unload_ext", "balloonlab")
     assert not result.running
+
+
+def test_ctrl_c_in_wait_stops_a_live_run_and_keeps_what_it_recorded():
+    import _thread
+    import threading
+
+    with balloonlab.emulate(memory="512M", clock="real") as lab:
+        result = run([lab], Halve(), duration=None, tick="0.2s", dry_run=True)
+        assert wait_until(lambda: result.score["ticks"] >= 2, timeout=30)
+        threading.Timer(0.3, _thread.interrupt_main).start()  # what Ctrl-C does to the waiting thread
+        result.wait(timeout=30, show=False)
+        assert result.interrupted and not result.running
+        assert result.score["ticks"] >= 2
