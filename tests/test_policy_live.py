@@ -123,3 +123,16 @@ def test_ctrl_c_in_wait_stops_a_live_run_and_keeps_what_it_recorded():
         result.wait(timeout=30, show=False)
         assert result.interrupted and not result.running
         assert result.score["ticks"] >= 2
+
+
+def test_balloon_policy_on_the_current_virtual_host_simulates_and_returns_the_scored_run(ip, capsys):
+    from balloonlab.policy import PolicyRun
+
+    ip.run_line_magic("balloon", "host --vms 2 --memory 1G --vm-memory 1G --workloads steady")
+    result = ip.run_line_magic("balloon", "policy start mom --apply --duration 30m")
+    assert type(result) is PolicyRun and not result.dry_run
+    assert result.score["ticks"] == 180
+    assert set(result.to_dataframe()["vm"]) == {"vm0", "vm1"}
+    assert result.decisions and all(d.applied for d in result.decisions)
+    ip.run_line_magic("balloon", "policy status")
+    assert "no policy has run on real time in this shell" in capsys.readouterr().out

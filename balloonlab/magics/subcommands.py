@@ -399,7 +399,8 @@ def _policy(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Run a ballooning policy on the VMs in the background (a dry run unless --apply); stop it; show its status."""
     current = magics.policy_run
     if args.action == "status":
-        print(current.status() if current is not None else "no policy has run in this shell")
+        print(current.status() if current is not None else "no policy has run on real time in this shell "
+              "(a simulated run returns its result)")
         return None
     if args.action == "stop":
         if current is None or not current.running:

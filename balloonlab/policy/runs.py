@@ -213,6 +213,8 @@ def run(host: Any, policy: Policy, duration: str | float | None = "24h", tick: s
         raise InvalidValueError(f"tick must be a positive duration like '10s', not {tick!r}")
     seconds = None if duration is None else parse_duration(duration)
     source = source_for(host)
+    if source.virtual and seconds is None:
+        raise InvalidValueError("a simulated run needs a duration, e.g. duration='24h'")
     result_cls = PolicyRun if source.virtual else LivePolicyRun
     result = result_cls(policy, tick_s, dry_run, label)
     policy.reset()
@@ -221,8 +223,7 @@ def run(host: Any, policy: Policy, duration: str | float | None = "24h", tick: s
     if isinstance(result, LivePolicyRun):
         result._start(engine, seconds)
         return result
-    if seconds is None:
-        raise InvalidValueError("a simulated run needs a duration, e.g. duration='24h'")
+    assert seconds is not None
     ticks = int(seconds // tick_s)
     try:
         for i in range(ticks):

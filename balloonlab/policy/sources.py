@@ -105,7 +105,9 @@ class FleetSource(Source):
                 rss: int | None = lab.host_rss
             except BalloonError:
                 rss = None
-            vms[name] = VMView(name=name, stats=lab.stats(), actual=lab.actual, ram=lab.ram_size, rss=rss,
+            actual = lab.actual
+            # a QEMU that did not say its RAM size: its balloon at rest is the best guess
+            vms[name] = VMView(name=name, stats=lab.stats(), actual=actual, ram=lab.ram_size or actual, rss=rss,
                                target=lab.target)
         return View(tick=tick, time=time, host=_this_host(), vms=vms)
 
