@@ -223,3 +223,10 @@ def test_ctrl_c_stops_a_simulated_run_which_returns_what_it_has():
     assert result.interrupted and result.error is None
     assert result.score["ticks"] == 6
     assert "(interrupted)" in repr(result)
+
+
+def test_a_simulated_run_leaves_the_host_clock_at_its_end():
+    with overcommitted() as host:
+        start = host.wall_time()
+        run(host, NoPolicy(), duration="10m", tick="10s")
+        assert host.wall_time() - start == pytest.approx(600)

@@ -231,6 +231,8 @@ def run(host: Any, policy: Policy, duration: str | float | None = "24h", tick: s
             source.advance(tick_s)
     except KeyboardInterrupt:
         result.interrupted = True
+        return result
+    source.finish()  # the host's clock ends where the run does: duration later
     return result
 
 

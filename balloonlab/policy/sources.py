@@ -35,6 +35,9 @@ class Source:
     def advance(self, seconds: float) -> None:
         raise NotImplementedError("only an emulated host on the virtual clock can advance")
 
+    def finish(self) -> None:
+        """Run any time advanced but not yet run (the end of a simulated run)."""
+
     def ensure_polling(self, interval: int) -> None:
         """Turn the guests' stats polling on where it is off (a policy needs stats)."""
         for lab in self.labs.values():
@@ -50,6 +53,7 @@ class HostSource(Source):
         self.labs = {lab.name: lab for lab in host.vms}
         self.virtual = host.clock == "virtual"
         self._usage: HostUsage | None = None
+        self._pending = 0.0  # seconds advanced but not yet run: the next view runs them (Host.step)
         self._last_raw: dict[str, tuple[dict | None, GuestStats]] = {}
 
     def ensure_polling(self, interval: int) -> None:
@@ -59,7 +63,11 @@ class HostSource(Source):
                 lab.polling_interval = interval
 
     def view(self, tick: int, time: float) -> View:
-        usage, readings = self.host.observe()
+        if self._pending:
+            usage, readings = self.host.step(self._pending)
+            self._pending = 0.0
+        else:
+            usage, readings = self.host.observe()
         self._usage = usage
         vms = {name: self._vm(name, r) for name, r in readings.items() if name in self.labs}
         host = HostView(memory=usage.total, free=usage.free, used=usage.used, swap_used=usage.swap_used)
@@ -79,7 +87,12 @@ class HostSource(Source):
         return self._usage
 
     def advance(self, seconds: float) -> None:
-        self.host.advance(seconds)
+        self._pending += seconds
+
+    def finish(self) -> None:
+        if self._pending:
+            self.host.advance(self._pending)
+            self._pending = 0.0
 
 
 class FleetSource(Source):
