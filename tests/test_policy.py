@@ -230,3 +230,21 @@ def test_a_simulated_run_leaves_the_host_clock_at_its_end():
         start = host.wall_time()
         run(host, NoPolicy(), duration="10m", tick="10s")
         assert host.wall_time() - start == pytest.approx(600)
+
+
+def test_a_view_reads_the_wire_stats_as_guest_stats_would():
+    from balloonlab.policy import VMView
+    from balloonlab.stats import UNSET, GuestStats
+
+    raw = {"stats": {"stat-swap-out": 4096, "stat-free-memory": 300 * MiB, "stat-available-memory": UNSET},
+           "last-update": 1700000000}
+    lazy = VMView("vm0", 900 * MiB, 1024 * MiB, None, None, raw=raw)
+    parsed = VMView("vm0", 900 * MiB, 1024 * MiB, None, None, stats=GuestStats(raw))
+    for view in (lazy, parsed):
+        assert view.valid
+        assert view.stat("swap-out") == 4096 and view.stat("available-memory") is None
+        assert view.available == view.free == 300 * MiB and view.used == 600 * MiB
+    assert lazy.stats == parsed.stats
+    never = VMView("vm1", 1024 * MiB, 1024 * MiB, None, None, raw={"stats": {"stat-free-memory": UNSET},
+                                                                    "last-update": 0})
+    assert not never.valid and never.used is None

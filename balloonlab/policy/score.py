@@ -43,7 +43,7 @@ class Scorer:
             self.overcommit_ticks += 1
         for name, vm in view.vms.items():
             for stat, key in _COUNTERS.items():
-                value = vm.stats.get(stat)
+                value = vm.stat(stat)
                 if value is None:
                     continue
                 last = self._last.get((name, stat))

@@ -10,14 +10,10 @@ from typing import TYPE_CHECKING
 from ..client.balloon import Balloon
 from ..client.host import Host, HostUsage
 from ..errors import BalloonError, InvalidValueError
-from ..stats import GuestStats
 from .view import HostView, View, VMView
 
 if TYPE_CHECKING:
     from ..emulator.host import VMReading
-
-_NO_STATS = GuestStats({"stats": {}, "last-update": 0})
-
 
 class Source:
     """The VMs a run manages: their labs by name, a view of them now, and the clock (virtual or real)."""
@@ -54,7 +50,6 @@ class HostSource(Source):
         self.virtual = host.clock == "virtual"
         self._usage: HostUsage | None = None
         self._pending = 0.0  # seconds advanced but not yet run: the next view runs them (Host.step)
-        self._last_raw: dict[str, tuple[dict | None, GuestStats]] = {}
 
     def ensure_polling(self, interval: int) -> None:
         # a simulated day polls at the tick: the policy sees fresh stats at each decision
@@ -74,14 +69,7 @@ class HostSource(Source):
         return View(tick=tick, time=time, host=host, vms=vms)
 
     def _vm(self, name: str, r: VMReading) -> VMView:
-        cached = self._last_raw.get(name)
-        if cached is not None and cached[0] == r.guest_stats:
-            stats = cached[1]  # no new report since the last tick: the same object, no re-parse
-        else:
-            stats = GuestStats(r.guest_stats) if r.guest_stats is not None else _NO_STATS
-            self._last_raw[name] = (r.guest_stats, stats)
-        return VMView(name=name, stats=stats, actual=r.actual, ram=r.ram, rss=r.rss,
-                      target=self.labs[name].target)
+        return VMView(name, r.actual, r.ram, r.rss, self.labs[name].target, raw=r.guest_stats)
 
     def usage(self) -> HostUsage | None:
         return self._usage
@@ -120,8 +108,7 @@ class FleetSource(Source):
                 rss = None
             actual = lab.actual
             # a QEMU that did not say its RAM size: its balloon at rest is the best guess
-            vms[name] = VMView(name=name, stats=lab.stats(), actual=actual, ram=lab.ram_size or actual, rss=rss,
-                               target=lab.target)
+            vms[name] = VMView(name, actual, lab.ram_size or actual, rss, lab.target, stats=lab.stats())
         return View(tick=tick, time=time, host=_this_host(), vms=vms)
 
 
