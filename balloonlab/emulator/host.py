@@ -211,7 +211,8 @@ class EmulatedHost:
         rss, swapped = {}, {}
         for n, e in self.vms.items():
             if e.machine is not None:
-                rss[n] = e.machine.host_rss()
+                # accounted just above: machine.host_rss() would account the whole host again, once per VM
+                rss[n] = max(0, e.machine.host_demand() - e.machine.host_swapped)
                 swapped[n] = e.machine.host_swapped
         return HostSnapshot(total=self.memory, swap_total=self.swap, swap_used=self.swap_used, rss=rss,
                             swapped=swapped)
