@@ -1,4 +1,5 @@
-"""Spec A3's host-side experiments, on real QEMU 7.2 with the tiny guest and on the emulator, compared as shapes.
+"""The host-side experiments of docs/qemu-behaviour.md, A3, on real QEMU 7.2 with the tiny guest and on the
+emulator, compared as shapes.
 
 The same scenario (a :class:`Side` hides how each one fills tmpfs, reads the QEMU process's RSS and lets time
 pass) runs on both, with the tolerances of issue 12:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import timedelta
 
@@ -10,7 +11,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 import balloonlab
 from balloonlab.emulator.workloads import WORKLOADS, assign
-from tests.helpers import clean_loop  # noqa: F401  (autouse)
+from tests.helpers import clean_loop, wait_for  # noqa: F401  (clean_loop: autouse)
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -144,3 +145,18 @@ def test_workloads_move_memory_the_way_their_names_say():
 def test_an_unknown_workload_is_refused_with_the_choices():
     with pytest.raises(balloonlab.EmulatorOptionError, match="diurnal"):
         balloonlab.emulate_host(vms=1, workloads="sleepy")
+
+
+def test_a_vm_stopped_by_qmp_quit_leaves_the_host_and_is_named_but_one_closed_by_its_lab_is_not():
+    with balloonlab.emulate_host(vms=3) as host:
+        qmp = QEMUMonitorProtocol(host["vm1"].socket_path)
+        qmp.connect()
+        with contextlib.suppress(EOFError):  # the VM may close the connection before the client does
+            try:
+                qmp.cmd("quit")
+            finally:
+                qmp.close()
+        host["vm2"].close()
+        assert wait_for(lambda: set(host.usage().rss) == {"vm0"}, "vm1 and vm2 gone from the host")
+        assert host.stopped_vms() == ["vm1"]
+        assert host.names == ["vm0"]

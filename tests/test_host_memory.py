@@ -1,4 +1,4 @@
-"""The host's side of one emulated VM (spec A3): RSS, free page reporting, inflation, deflate-on-oom.
+"""The host's side of one emulated VM (docs/qemu-behaviour.md, A3): RSS, free page reporting, inflation, deflate-on-oom.
 
 Each test is one of A3's experiments on the emulator, on the virtual clock so that "within 2 s" is a clock
 reading, not a race.  tests/test_differential_host.py runs the same experiments on real QEMU 7.2 and compares.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -86,8 +87,10 @@ class Host:
     # The surface of issue 12 ------------------------------------------------------------------------------------
     @property
     def vms(self) -> list[Balloon]:
-        """Every VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...)."""
-        return [lab for lab in self._labs.values() if not lab.closed]
+        """Every running VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...); a VM closed, or
+        stopped with QMP ``quit`` (:meth:`stopped_vms`), has left."""
+        gone = set(self._stopped_by_quit)
+        return [lab for lab in self._labs.values() if not lab.closed and lab.name not in gone]
 
     @property
     def names(self) -> list[str]:
@@ -95,7 +98,7 @@ class Host:
 
     def __getitem__(self, name: str) -> Balloon:
         lab = self._labs.get(name)
-        if lab is None or lab.closed:
+        if lab is None or lab not in self.vms:
             near = difflib.get_close_matches(str(name), self.names, n=1)
             hint = f"; did you mean {near[0]!r}?" if near else ""
             raise UnknownVMError(f"no VM named {name!r} on this host (it has {', '.join(self.names) or 'none'})"
@@ -310,10 +313,19 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     try:
         for name in names:
             host.add_vm(vm_memory, name=name, workload=plan[name])
+        if clock == "real":  # as emulate() does: return once every guest's boot report is there
+            _wait_for_boot_reports(host.vms)
     except BaseException:
         host.close()
         raise
     return host
+
+
+def _wait_for_boot_reports(labs: list[Balloon], limit: float = 2.0) -> None:
+    deadline = time.monotonic() + limit
+    for lab in labs:
+        while lab.stats().last_update is None and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 __all__ = ["Host", "HostUsage", "emulate_host"]

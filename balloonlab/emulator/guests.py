@@ -105,7 +105,7 @@ class Guest:
         dev = self.device
         assert dev is not None
         dev.driver_ok(self.driver_features)
-        # "Free page reporting enabled" (the guest's log, spec A3) once both sides agree on the feature
+        # "Free page reporting enabled" (the guest's log, docs/qemu-behaviour.md A3) once both sides agree on it
         self.memory.free_page_reporting = bool(dev.guest_features & F_REPORTING)
         dev.on_config_change = self._config_changed
         dev.statsq.on_request = self._on_request

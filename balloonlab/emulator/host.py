@@ -85,7 +85,8 @@ class EmulatedHost:
         self._ticker: asyncio.TimerHandle | None = None
         self._closed = False
         self._watchers: set[asyncio.Task] = set()
-        #: called with a VM's name when it stops by itself (QMP ``quit``), on the loop's thread
+        #: called with a VM's name when a client stopped it with QMP ``quit`` (not when its lab closed it), on the
+        #: loop's thread
         self.on_vm_stopped: Callable[[str], None] | None = None
 
     # -- VMs ------------------------------------------------------------------------------------------------
@@ -116,7 +117,8 @@ class EmulatedHost:
         await emu.wait_closed()
         if self.vms.get(name) is emu:
             del self.vms[name]
-            if not self._closed and self.on_vm_stopped is not None:
+            quit_by_client = emu.machine is not None and emu.machine.run_state == "shutdown"
+            if quit_by_client and not self._closed and self.on_vm_stopped is not None:
                 self.on_vm_stopped(name)
 
     async def stop(self) -> None:

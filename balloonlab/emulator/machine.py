@@ -432,7 +432,7 @@ class Machine:
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
                 # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
                 "wall-clock": self.clock.wall_time(),
-                # and the host side (spec A3): what the QEMU process holds, what the host swapped out
+                # and the host side (docs/qemu-behaviour.md, A3): what the QEMU process holds, what the host swapped out
                 "host-rss": self.host_rss(), "host-swapped": self.host_swapped}
 
     def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:

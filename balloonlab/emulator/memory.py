@@ -19,13 +19,13 @@ idle guest it is a little *below* free, as observed on real guests), disk-caches
 Workloads are ramps (an amount spread over a duration) settled on demand from the VM clock, and all noise comes
 from a seeded ``random.Random``, so a virtual-clock run is reproducible.
 
-The host's side (spec A3; docs/emulator.md, "The host's side") is one more quantity, ``resident``: the guest RAM
-the host holds for this VM, i.e. every page the guest ever touched and the host has not been given back.  Guest
-memory in use (``ram_size - free - balloon``) can only raise it: the page allocator hands out resident free pages
-first, so growth beyond them touches new ones.  Freeing leaves the pages resident, unless free page reporting is
-on: then, ``REPORT_DELAY_NS`` later, the free part goes back to the host in ``REPORT_BLOCK`` blocks.  Inflating the
-balloon gives its pages back at once (the driver takes hot, resident free pages first); deflating gives the guest
-pages that become resident only when it touches them again.
+The host's side (docs/qemu-behaviour.md, A3; docs/emulator.md, "The host's side") is one more quantity,
+``resident``: the guest RAM the host holds for this VM, i.e. every page the guest ever touched and the host has not
+been given back. Guest memory in use (``ram_size - free - balloon``) can only raise it: the page allocator hands
+out resident free pages first, so growth beyond them touches new ones. Freeing leaves the pages resident, unless
+free page reporting is on: then, ``REPORT_DELAY_NS`` later, the free part goes back to the host in ``REPORT_BLOCK``
+blocks. Inflating the balloon gives its pages back at once (the driver takes hot, resident free pages first);
+deflating gives the guest pages that become resident only when it touches them again.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ REPORT_DELAY_NS = 2_000_000_000
 
 
 #: Host memory a QEMU process holds besides guest RAM (its code, libraries, TCG translation cache, device
-#: state).  Spec A3: a booted 512 MiB tiny guest under TCG QEMU 7.2 had a VmRSS of 200-223 MiB, of which the
-#: guest model's in-use RAM (70 MiB) is resident; the rest is QEMU's own.
+#: state).  docs/qemu-behaviour.md, A3: a booted 512 MiB tiny guest under TCG QEMU 7.2 had a VmRSS of 200-223 MiB,
+#: of which the guest model's in-use RAM (70 MiB) is resident; the rest is QEMU's own.
 QEMU_OVERHEAD = 135 * MiB
 
 
@@ -166,8 +166,8 @@ class MemoryModel:
             self.on_oom_deflate(size - fits)
             fits = self._shmem_room()
         if size > fits:
-            # tmpfs pages cannot be reclaimed: the writer runs the guest out of memory (spec A3: the shell running
-            # the fill never came back)
+            # tmpfs pages cannot be reclaimed: the writer runs the guest out of memory (docs/qemu-behaviour.md, A3:
+            # the shell running the fill never came back)
             self._oom_kill()
         self.shmem = _pages(max(0, min(size, fits)))
         self.settle(now_ns)

@@ -89,7 +89,7 @@ def terminate(proc: subprocess.Popen, timeout: float) -> int:
 
 def process_rss(pid: int) -> int:
     """A process's resident memory in bytes: ``VmRSS`` from ``/proc/PID/status`` (what the host really holds
-    for it; spec A3 reads QEMU's this way)."""
+    for it; docs/qemu-behaviour.md A3 reads QEMU's this way)."""
     with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
         for line in f:
             if line.startswith("VmRSS:"):

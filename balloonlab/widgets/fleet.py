@@ -104,7 +104,7 @@ class Sparkline(widgets.VBox):
                                   stroke_width=1.5)
         self.figure = bqplot.Figure(marks=[self.lines], axes=[], animation_duration=0,
                                     fig_margin={"top": 4, "bottom": 4, "left": 4, "right": 4},
-                                    layout=widgets.Layout(width="180px", height="48px"))
+                                    layout=widgets.Layout(width="150px", height="48px"))
         self.children = [self.figure]
 
     @property
@@ -130,7 +130,8 @@ class FleetRow(widgets.HBox):
     """One VM: name, numbers, sparkline, target slider, doctor."""
 
     def __init__(self, lab: Balloon, request_target: Callable[[int], None], points: int) -> None:
-        super().__init__(layout=widgets.Layout(align_items="center", flex_flow="row wrap"))
+        super().__init__(layout=widgets.Layout(align_items="center", flex_flow="row wrap",
+                                               border_bottom="1px solid var(--jp-border-color2, #e0e0e0)"))
         self.add_class("balloonlab-fleet-row")
         self.name = lab.name
         self.ram_size = lab.ram_size
@@ -140,7 +141,9 @@ class FleetRow(widgets.HBox):
         self.sparkline = Sparkline(self.ram_size, points)
         self.target_control = TargetControl(self.ram_size, request_target)
         self.target_slider: widgets.IntSlider = self.target_control.slider
-        self.doctor = DoctorView()
+        # the row says actual already: the slider's own "actual:" label would say it twice
+        self.target_control.actual_label.layout.display = "none"
+        self.doctor = DoctorView(layout=widgets.Layout(width="100%"))
         self.stats: Any = None
         self.interval: int | None = None
         self.rss: int | None = None

@@ -184,4 +184,13 @@ UNOBSERVED: dict[str, str] = {
                    "QEMU's words; the emulator refuses iothread= itself (tests/test_emulate_cli.py)",
     "emulated-boot-time": "tests/test_emulator_device.py pins the 1 s boot; conversations wait with deadlines",
     "profile-9.2-chosen": "no QEMU 9.2 here: the emulator's unit tests pin the chosen profile",
+    # the host side: tests/test_differential_host.py compares it with real QEMU 7.2 by shape
+    "host-qemu-overhead": "tests/test_differential_host.py compares RSS changes; tests/test_host_memory.py pins "
+                          "the boot RSS inside A3's 200-223 MiB",
+    "free-page-reporting-timing": "tests/test_host_memory.py pins the 2 s; tests/test_differential_host.py checks "
+                                  "both sides are back within 3 s",
+    "deflate-on-oom-amount": "tests/test_differential_host.py: both deflate by themselves and survive",
+    "tmpfs-no-size-limit": "tests/test_differential_host.py remounts the real tmpfs at 90 % of RAM",
+    "host-swap-in-guest-counters": "tests/test_host.py: faults and stalls rise under host swap",
+    "host-lockstep-clock": "tests/test_host.py: one clock for every VM; a VM's own advance moves the host",
 }
