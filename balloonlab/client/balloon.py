@@ -105,7 +105,7 @@ class Balloon:
     :func:`launch`."""
 
     def __init__(self, socket_path: str, *, backend: str = "connected", device_path: str | None = None,
-                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None) -> None:
+                 history: bool = True, timeout: float = 10.0, emulator: Any = None, vm: Any = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
         self.backend = backend
@@ -116,13 +116,12 @@ class Balloon:
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
+        self._client.history.enabled = history  # before connecting: history starts with the stats found then
         try:
             self._run(self._client.connect(timeout=min(timeout, 5.0)), timeout + 5.0)
         except BaseException:
             self.close()
             raise
-        if history:
-            self._client.history.enabled = True
 
     # Plumbing --------------------------------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -202,7 +201,9 @@ class Balloon:
 
     @property
     def history(self) -> History:
-        """Samples and events; records while anything subscribes or ``history.enabled`` is True."""
+        """Samples and events: every report since the lab connected (bounded, see client/history.py).  Recording
+        is on by default; ``emulate(history=False)`` (or ``lab.history.enabled = False``) records only while
+        something subscribes (a panel, ``%balloon watch``)."""
         return self._client.history
 
     def qmp(self, command: str, _arguments: dict | None = None, /, **arguments: Any) -> Any:
@@ -239,7 +240,7 @@ class Balloon:
         _loop.call_soon(self._client._poke)
 
     def _advance_replaying(self, seconds: float) -> None:
-        """Advance in chunks the emulator's trace ring cannot overflow in, so that history and subscribers see every
+        """Advance in chunks the emulator's report log cannot overflow in, so that history and subscribers see every
         report (a day at 1 s is 86 400 of them) with its own time, not just the state at the end."""
         client = self._client
         cursor, chunk = self._run(client.begin_replay())
@@ -433,13 +434,13 @@ class Balloon:
 
 
 # Constructors --------------------------------------------------------------------------------------------------
-def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
+def connect(path: str, *, device_path: str | None = None, history: bool = True, timeout: float = 10.0) -> Balloon:
     """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
     return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
 def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
-            id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
+            id: str | None = None, paused: bool = False, *, history: bool = True, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
@@ -494,7 +495,7 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     return lab
 
 
-def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0, **options: Any) -> Balloon:
+def launch(memory: str | int = "512M", *, history: bool = True, timeout: float = 10.0, **options: Any) -> Balloon:
     """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
 
     ``options`` go to :meth:`balloonlab.live.launcher.LiveVM.start` (``balloon_id``, ``paused``, ``guest``,

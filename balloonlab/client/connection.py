@@ -14,9 +14,9 @@ drives it.  It does the things every front end needs and none of them should rep
   at up to 2 Hz (slower when polling is off or the VM is paused), the interval every 2 s (another client may have
   changed it), and tells subscribers only what changed.  With nobody following, a lab costs nothing but an idle
   socket, so a hundred labs in one process are cheap.
-* virtual-clock replay: polling sees only the state after an advance, so while someone watches, the lab advances
-  an emulator in chunks and feeds every report of each chunk from ``x-balloonlab-trace`` (with its own time) to
-  history and subscribers, as if it had been watched live.
+* virtual-clock replay: polling sees only the state after an advance, so while someone watches (or history
+  records, the default), the lab advances an emulator in chunks and feeds every report of each chunk from
+  ``x-balloonlab-reports`` (with its own time) to history and subscribers, as if it had been watched live.
 
 ``qemu.qmp``'s default event listener keeps every event forever (and queues them for a reader that does not
 exist here); this client dispatches events itself instead, so memory stays bounded.
@@ -40,7 +40,7 @@ from . import loop as _loop
 from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError
 from .history import History
 from .updates import LabUpdate
-from ..stats import UNSET, GuestStats, stats_for_version
+from ..stats import GuestStats
 
 log = logging.getLogger("balloonlab.client")
 _qmp_log = logging.getLogger("balloonlab.qmp")
@@ -50,10 +50,7 @@ PERIPHERAL_CONTAINERS = ("/machine/peripheral", "/machine/peripheral-anon")
 INTERVAL_PROPERTY = "guest-stats-polling-interval"
 #: Watcher pacing (seconds): fastest stats read, slowest, and how often to re-read the interval.
 FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
-#: Reports replayed per chunk of a virtual-clock advance: the emulator's trace ring holds 256 exchanges, a request
-#: and a report per poll, so 120 reports (240 exchanges) cannot have been pushed out before they are read.
-REPLAY_REPORTS = 120
-ADVANCE, TRACE = "x-balloonlab-advance", "x-balloonlab-trace"
+ADVANCE, TRACE, REPORTS = "x-balloonlab-advance", "x-balloonlab-trace", "x-balloonlab-reports"
 
 
 class _QMP(QMPClient):
@@ -149,6 +146,8 @@ class BalloonClient:
         _loop.spawn(self._monitor(qmp), "balloonlab-monitor")
         try:
             await self._read_basics()
+            if self._demand():
+                await self.read_stats()  # history and subscribers start from the stats found on connecting
         except BaseException:
             await self.disconnect()
             raise
@@ -326,15 +325,16 @@ class BalloonClient:
         return st
 
     # Observations: one place decides what changed and tells subscribers ---------------------------------------
-    def _observe_stats(self, raw: dict, when: float | None = None) -> GuestStats:
-        """``when``: the host time of the report (a replayed report's own); default now."""
+    def _observe_stats(self, raw: dict, when: float | None = None, record: bool = True) -> GuestStats:
+        """``when``: the host time of the report (a replayed report's own); default now.  ``record=False``: the
+        caller has put this report into history already."""
         if raw == self._last_raw and self.last_stats is not None:
             return self.last_stats
         stats = GuestStats(raw)
         self._last_raw = raw
         self.last_stats = stats
         when = time.time() if when is None else when
-        if self._demand():
+        if record and self._demand():
             self.history.add(when, stats, self.interval, self.actual)
         self._notify(LabUpdate("stats", stats=stats, time=when))
         return stats
@@ -342,15 +342,18 @@ class BalloonClient:
     # Virtual-clock replay: every report of an advance, not just the last --------------------------------------
     @property
     def wants_replay(self) -> bool:
-        """Whether an advance should replay its reports: someone watches and the emulator keeps a trace."""
-        return self._demand() and TRACE in self.commands
+        """Whether an advance should replay its reports: someone watches (or history records) and the emulator
+        keeps a report log."""
+        return self._demand() and REPORTS in self.commands
 
     async def begin_replay(self) -> tuple[int, float]:
-        """Pause the follower's stats reads and return (trace cursor, longest chunk in seconds)."""
+        """Pause the follower's stats reads and return (report cursor, longest chunk in seconds)."""
         interval = await self.read_interval()
-        cursor = (await self.execute(TRACE, {"path": self.device_path, "since": 2**63 - 1}))["next"]
+        reports = await self.execute(REPORTS, {"path": self.device_path, "since": 2**63 - 1})
         self._replaying = True  # only once both reads worked: a failure here must not pause the follower for good
-        return cursor, (REPLAY_REPORTS * interval if interval > 0 else float("inf"))
+        # Read at half the log's length: the driver's boot report or a reset can add reports besides the polls.
+        per_chunk = max(1, reports["capacity"] // 2)
+        return reports["next"], (per_chunk * interval if interval > 0 else float("inf"))
 
     def end_replay(self) -> None:
         self._replaying = False
@@ -358,27 +361,31 @@ class BalloonClient:
 
     async def advance_replaying(self, seconds: float, cursor: int) -> int:
         """Advance the virtual clock by one chunk and feed each report it produced, with its own time, to history
-        and subscribers; returns the new trace cursor."""
+        and subscribers; returns the new report cursor."""
         await self.execute(ADVANCE, {"seconds": seconds})
-        trace = await self.execute(TRACE, {"path": self.device_path, "since": cursor})
-        exchanges = trace["exchanges"]
-        if exchanges and exchanges[0]["seq"] > cursor:
-            log.warning("balloonlab: %d stats-queue exchanges fell out of the emulator's trace before they were "
-                        "read; history misses their reports", exchanges[0]["seq"] - cursor)
-        for x in exchanges:
-            if x["kind"] == "report":
-                self._observe_stats(self._raw_from_report(x), when=x["time"])
-        return trace["next"]
+        reports = await self.execute(REPORTS, {"path": self.device_path, "since": cursor})
+        if reports["first"] > cursor:
+            log.warning("balloonlab: %d stats reports fell out of the emulator's report log before they were "
+                        "read; history misses them", reports["first"] - cursor)
+        self._observe_reports(reports)
+        return reports["next"]
 
-    def _raw_from_report(self, exchange: dict) -> dict:
-        """The ``guest-stats`` a report leaves behind, from the entries the device decoded: QEMU resets every stat
-        to unset, then applies each entry it does not ignore; last-update is the report's whole second."""
-        version = tuple(int(p) for p in (self.qemu_version or "0.0").split(".")[:2])
-        stats = {info.qmp_key: UNSET for info in stats_for_version(version)}  # type: ignore[arg-type]
-        for entry in exchange["entries"]:
-            if not entry["ignored"] and entry["name"] is not None:
-                stats["stat-" + entry["name"]] = entry["value"]
-        return {"stats": stats, "last-update": int(exchange["time"])}
+    def _observe_reports(self, reports: dict) -> None:
+        """The columns of ``x-balloonlab-reports`` (emulator/reportlog.py): all into history at once; a GuestStats
+        and a "stats" update for each report only when someone subscribes (else for the last one only, which
+        becomes ``last_stats``)."""
+        wall_ns, last_update, columns = reports["wall-ns"], reports["last-update"], reports["stats"]
+        n = len(wall_ns)
+        if not n:
+            return
+        if self._demand():
+            self.history.add_columns([(t + 500_000) // 1_000_000 for t in wall_ns], last_update,
+                                     {key.removeprefix("stat-"): values for key, values in columns.items()},
+                                     self.interval, self.actual)
+        keys = tuple(columns)
+        for i in range(0 if self._subscribers else n - 1, n):
+            raw = {"stats": {key: columns[key][i] for key in keys}, "last-update": last_update[i]}
+            self._observe_stats(raw, when=wall_ns[i] / 1e9, record=False)
 
     def _observe_interval(self, value: int) -> None:
         if value != self.interval:
