@@ -25,8 +25,8 @@ MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel")
 
 #: Every key the runner emits, in table order (a module that fails still emits its keys, with value None).
 KEYS = {
-    "roundtrip": ("rtt_emulator_vs_qemu_raw", "rtt_emulator_vs_qemu_qmpclient", "lab_stats_vs_qmpclient_qemu",
-                  "lab_stats_vs_qmpclient_emulator"),
+    "roundtrip": ("rtt_emulator_vs_qemu_raw", "rtt_bare_vs_qemu_raw", "rtt_emulator_vs_bare_raw",
+                  "rtt_emulator_vs_qemu_qmpclient", "lab_stats_vs_qmpclient_qemu", "lab_stats_vs_qmpclient_emulator"),
     "emulated": ("virtual_clock_24h_cpu_s", "first_stats_emulated_ms", "first_stats_emulated_virtual_ms",
                  "first_stats_emulated_cold_ms"),
     "launched": ("first_stats_launched_vs_bare_boot",),

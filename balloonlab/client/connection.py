@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 from qemu.qmp import QMPClient
 from qemu.qmp.protocol import ConnectError, Runstate, StateError
@@ -43,6 +44,7 @@ from .updates import LabUpdate
 from ..stats import GuestStats
 
 log = logging.getLogger("balloonlab.client")
+T = TypeVar("T")
 _qmp_log = logging.getLogger("balloonlab.qmp")
 
 #: Where QEMU puts -device children (with and without id=).
@@ -51,6 +53,14 @@ INTERVAL_PROPERTY = "guest-stats-polling-interval"
 #: Watcher pacing (seconds): fastest stats read, slowest, and how often to re-read the interval.
 FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
 ADVANCE, TRACE, REPORTS = "x-balloonlab-advance", "x-balloonlab-trace", "x-balloonlab-reports"
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``asyncio.wait_for`` without its extra task on Python >= 3.11 (30 us a call, docs/benchmarks.md)."""
+    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 has no asyncio.timeout
+        return await asyncio.wait_for(awaitable, seconds)
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 class _QMP(QMPClient):
@@ -69,6 +79,20 @@ class _QMP(QMPClient):
 
     def _cb_inbound(self, msg: Any) -> Any:
         return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
+    # QMPClient queues each request for a writer task, which sends it one loop iteration later; the write never
+    # blocks (asyncio buffers it), so send it at once.  The reply still comes back through the library's reader
+    # and its per-request queue (``_pending``).  Saves a task switch per command, which is most of what a lab
+    # adds over a bare QMPClient on a fast server (docs/benchmarks.md).
+    async def _issue(self, msg: Any) -> Any:
+        msg_id = msg["id"] if "id" in msg else None
+        self._pending[msg_id] = asyncio.Queue(maxsize=1)
+        try:
+            await self._send(msg)
+        except BaseException:
+            del self._pending[msg_id]
+            raise
+        return msg_id
 
     async def _event_dispatch(self, msg: Any) -> None:
         try:
@@ -274,7 +298,7 @@ class BalloonClient:
             raise BalloonDisconnectedError(self.disconnected_message())
         timeout = self.command_timeout if timeout is None else timeout
         try:
-            result = await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
+            result = await _bounded(qmp.execute(command, arguments or None), timeout)
         except ExecuteError as exc:
             raise QMPError(exc.error_class, exc.error.error.desc, command) from None
         except (ExecInterruptedError, StateError, EOFError, ConnectionError, BrokenPipeError) as exc:
