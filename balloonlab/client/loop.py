@@ -75,8 +75,9 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     itself (for example from inside a ``lab.subscribe`` callback) would deadlock, so it raises ``RuntimeError``.
 
     Unlike :func:`submit` (``asyncio.run_coroutine_threadsafe``), the result reaches the waiting thread from the
-    coroutine's last step, not from a done-callback one loop iteration later: every synchronous lab call pays
-    this hop, so it is kept as short as the loop allows (docs/benchmarks.md, ``thread_handoff_us``).
+    coroutine's last step, not from a done-callback one loop iteration later, and through a plain lock: every
+    synchronous lab call pays this hop, so it is kept as short as the loop allows (docs/benchmarks.md,
+    ``thread_handoff_us``).
     """
     if in_loop_thread():
         coro.close()
@@ -88,40 +89,44 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     loop = get_loop()
     loop.call_soon_threadsafe(call.start, loop)
     try:
-        return call.future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        loop.call_soon_threadsafe(call.cancel)
-        raise TimeoutError(f"no answer within {timeout} s") from None
+        finished = call.done.acquire(timeout=-1 if timeout is None else timeout)
     except BaseException:  # Ctrl-C in the caller: do not leave the work running on the shared loop
         loop.call_soon_threadsafe(call.cancel)
         raise
+    if not finished:
+        loop.call_soon_threadsafe(call.cancel)
+        raise TimeoutError(f"no answer within {timeout} s")
+    if call.error is not None:
+        raise call.error
+    return call.result
 
 
 class _Call:
-    """One :func:`run`: the coroutine, its task on the loop, and the thread-safe future the caller waits on."""
+    """One :func:`run`: the coroutine, its task on the loop, and a lock the caller blocks on until the result
+    is in (lighter than a ``concurrent.futures.Future``, whose condition variable costs more on both sides)."""
 
-    __slots__ = ("coro", "future", "task")
+    __slots__ = ("coro", "task", "done", "result", "error")
 
     def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
         self.coro = coro
-        self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.task: asyncio.Task | None = None
+        self.done = threading.Lock()
+        self.done.acquire()  # released once, by _settle()
+        self.result: Any = None
+        self.error: BaseException | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.future.set_running_or_notify_cancel():
-            self.task = loop.create_task(self._settle())
-        else:
-            self.coro.close()
+        self.task = loop.create_task(self._settle())
 
     async def _settle(self) -> None:
         try:
-            result = await self.coro
+            self.result = await self.coro
         except BaseException as exc:  # the caller gets it (a cancellation included)
-            self.future.set_exception(exc)
+            self.error = exc
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
-        else:
-            self.future.set_result(result)
+        finally:
+            self.done.release()
 
     def cancel(self) -> None:
         """On the loop, after start() (both are queued in order): the caller gave up; stop the work."""
