@@ -53,7 +53,7 @@ FRAGMENTS = [
 def _messages(data: bytes, cuts: list[int], fast: bool) -> str:
     reader = JSONMessageReader(fast=fast)
     out, start = [], 0
-    for cut in sorted(set(cuts)) + [len(data)]:
+    for cut in [*sorted(set(cuts)), len(data)]:
         out += reader.feed(data[start:cut])
         start = cut
     return repr(out)  # repr tells 1 from 1.0 and keeps the order of keys

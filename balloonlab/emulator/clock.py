@@ -233,7 +233,7 @@ class Clock:
                 "(a real clock moves on its own)")
         if not seconds >= 0:
             raise ValueError(f"cannot advance by {seconds!r} seconds: give a number >= 0")
-        target = self._virtual_host + int(round(seconds * NS))
+        target = self._virtual_host + round(seconds * NS)
         # _next_due() and _fire_reporting() inlined: this loop runs twice per poll, 172 800 times for a day at 1 s.
         # Within it, while the VM runs, _vm_since is kept equal to the virtual host time, so vm_ns() is _vm_base.
         host_heap, vm_heap = self._heaps[HOST], self._heaps[VM]

@@ -1,6 +1,6 @@
 """The virtio-balloon device: QEMU's stats polling state machine, balloon target and ``actual``.
 
-This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md and the spec, section B):
+This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md and docs/qemu-behaviour.md, B):
 
 * ``guest-stats-polling-interval`` is int64 seconds, 0 = off.  The same value again is a no-op; 0 deletes the
   timer and keeps the stats; off -> on fires the timer at once; on -> on restarts the countdown.
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import QMPError
 from ..stats import UNSET, stats_for_version
-from .clock import NS, VM, Clock
+from .clock import NS, VM, Clock, Timer
 from .qom import is_int64, qdict, type_error
 from .reportlog import ReportLog
 from .virtio import (
@@ -65,7 +65,7 @@ class VirtioBalloon:
         self.stats: list[int] = list(self._unset)
         self.last_update = 0
         self.poll_interval = 0
-        self.timer = None
+        self.timer: Timer | None = None
         self.reports = 0
         #: Every report since a client first asked for them (``x-balloonlab-reports``); None until then.
         self.report_log: ReportLog | None = None
@@ -105,9 +105,9 @@ class VirtioBalloon:
             self.poll_interval = value
             self._rearm()
             return
-        self.timer = self.clock.new_timer(VM, self._poll)
+        timer = self.timer = self.clock.new_timer(VM, self._poll)
         self.poll_interval = value
-        self.timer.mod(self.clock.vm_ns())  # first request at once
+        timer.mod(self.clock.vm_ns())  # first request at once
 
     def _destroy_timer(self) -> None:
         if self.timer is not None:
@@ -116,7 +116,8 @@ class VirtioBalloon:
         self.poll_interval = 0
 
     def _rearm(self) -> None:
-        self.timer.mod(self.clock.vm_ns() + self.poll_interval * NS)  # type: ignore[union-attr]
+        assert self.timer is not None  # only re-armed while polling is on
+        self.timer.mod(self.clock.vm_ns() + self.poll_interval * NS)
 
     def _poll(self) -> None:
         # The request; re-armed only when the guest answers.  With no buffer held (device_return says False) or

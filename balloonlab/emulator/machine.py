@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EmulatorOptionError, QMPError
+from ..qapi import RunState
 from .clock import NS, VM, Clock
 from .commands import COMMANDS, check_arguments, lookup
 from .config import MachineConfig
@@ -71,10 +72,16 @@ def _set_realized(value: Any) -> None:
         raise QMPError("GenericError", "balloonlab emulator: unrealizing (unplugging) a device is not modelled")
 
 
+def _constant(value: Any) -> Callable[[], Any]:
+    """A getter that always answers ``value`` (a fresh closure per property, not a loop variable's last value)."""
+    return lambda: value
+
+
 def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: Callable[[], Any] | None) -> None:
     """One qomdata row as a property of ``obj``."""
     if getter is None and kind != "unreadable":
-        getter = (lambda v=value: copy.deepcopy(v))
+        def getter(v: Any = value) -> Any:
+            return copy.deepcopy(v)
     if kind == "static":
         obj.add(name, typ, getter, static=True)
     elif kind == "runtime" and name == "realized":
@@ -86,7 +93,7 @@ def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: C
 
 
 class Machine:
-    """One emulated VM (see the module docstring and iface.md)."""
+    """One emulated VM (see the module docstring and docs/emulator.md)."""
 
     def __init__(self, config: MachineConfig, clock: Clock) -> None:
         if config.qemu_version not in PROFILES:
@@ -100,7 +107,7 @@ class Machine:
         self.clock = clock
         self.profile = PROFILES[config.qemu_version]
         self.version = self.profile.tuple
-        self.run_state = "prelaunch"
+        self.run_state: RunState = "prelaunch"
         self.on_quit: Callable[[], None] | None = None
         self.events = MonitorEvents(clock)
         self.device: VirtioBalloon | None = None
@@ -136,8 +143,8 @@ class Machine:
                 # -balloon virtio as QEMU's stats doc shows it: one anonymous device before the balloon.
                 other = QObject("virtio-serial-pci")
                 other.add("parent_bus", "link<bus>", lambda: "/machine/i440fx/pci.0")
-                for name, typ, value, _ in PCI_PROXY[2:5]:
-                    other.add(name, typ, (lambda v=value: v))
+                for name, prop_type, value, _ in PCI_PROXY[2:5]:
+                    other.add(name, str(prop_type), _constant(value))
                 anon.add_child("device[0]", other)
                 anon.add_child("device[1]", proxy)
             elif spec.id:
@@ -154,7 +161,7 @@ class Machine:
                    "type": lambda: machine.type_name}
         for name, typ, value, kind in MACHINE:
             if kind == "child":
-                child = machine.add_child(name, QObject(value))
+                child = machine.add_child(name, QObject(str(value)))
                 if name == "i440fx":
                     child.add_child("pci.0", QObject("PCI"))
             else:
@@ -175,7 +182,7 @@ class Machine:
             dev.set_poll_interval(spec.polling_interval)
         proxy = QObject(spec.driver, props=False)
         backend = QObject("virtio-balloon-device", props=False)
-        spec_values = {"deflate-on-oom": spec.deflate_on_oom, "free-page-hint": spec.free_page_hint,
+        spec_values: dict[str, Any] = {"deflate-on-oom": spec.deflate_on_oom, "free-page-hint": spec.free_page_hint,
                        "free-page-reporting": spec.free_page_reporting, "page-poison": spec.page_poison}
         device_props = {"guest-stats": (dev.guest_stats, None),
                         POLL_PROPERTY: (lambda: dev.poll_interval, dev.set_poll_interval)}
@@ -188,11 +195,11 @@ class Machine:
             else:
                 _add_row(backend, name, typ, spec_values.get(name, value), kind,
                          (lambda: backend.type_name) if name == "type" else None)
-        for name, typ, value, kind in PCI_PROXY:
+        for name, proxy_type, value, kind in PCI_PROXY:
             if kind == "alias":
                 proxy.add_alias(name, backend, name)
             elif kind == "child" and name == "virtio-bus":
-                bus = proxy.add_child(name, QObject(value))
+                bus = proxy.add_child(name, QObject(str(value)))
                 bus.add("realized", "bool", lambda: True, _set_realized)
                 bus.add("child[0]", "link<virtio-balloon-device>", lambda: backend.path)
                 bus.add("hotplug-handler", "link<hotplug-handler>", lambda: "")
@@ -201,7 +208,8 @@ class Machine:
             elif kind == "mr":
                 proxy.add_child(name, QObject("memory-region"))
             else:
-                _add_row(proxy, name, typ, value, kind, (lambda: proxy.type_name) if name == "type" else None)
+                _add_row(proxy, name, str(proxy_type), value, kind,
+                         (lambda: proxy.type_name) if name == "type" else None)
         return proxy
 
     # -- power and run state ------------------------------------------------------------------------------------
@@ -398,7 +406,7 @@ class Machine:
             devices.append({"path": self.device_path, **self.device.snapshot()})
         return {"clock": self.clock.mode, "guest": self.config.guest, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
-                # added to iface.md's fields: the host wall clock of this emulator (virtual runs have their own)
+                # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
                 "wall-clock": self.clock.wall_time()}
 
     def _balloon_at(self, path: str | None) -> VirtioBalloon:
@@ -406,7 +414,7 @@ class Machine:
         dev = self._need_device()
         if path is not None:
             node = resolve(self.root, path)
-            if node.path not in (self.device_path, self.device_path + "/virtio-backend"):
+            if node.path not in (self.device_path, self._backend_path()):
                 raise QMPError("GenericError", f"'{path}' is not a virtio-balloon device")
         return dev
 

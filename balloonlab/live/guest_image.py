@@ -14,10 +14,8 @@ asking apt anything.  ``balloonlab guest build --rebuild`` fetches the newest cl
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import functools
 import gzip
 import hashlib
 import io
@@ -28,13 +26,12 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import GuestImageError
 
@@ -401,7 +398,7 @@ def _read_module(path: Path) -> bytes:
         return gzip.decompress(data)
     if suffix == ".zst":
         try:
-            from compression import zstd  # Python >= 3.14
+            from compression import zstd  # type: ignore[import-not-found,unused-ignore]  # Python >= 3.14
         except ImportError:
             raise GuestImageError(
                 f"{path.name} is zstd-compressed and this Python cannot decompress it; "

@@ -108,7 +108,7 @@ def interval_arg(text: str) -> int:
                 f"%balloon poll: not an interval: {text!r} (write whole seconds such as 2, 30s or 1m; 0 turns "
                 "polling off)") from None
         if seconds != int(seconds):
-            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)")
+            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)") from None
         number = int(seconds)
     if number < 0:
         raise UsageError(
@@ -145,12 +145,12 @@ def duration_arg(text: str) -> float:
 def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
     size_arg(args.memory, "emulate --memory")
-    import balloonlab
+    from ..client.balloon import emulate
 
     lab = magics.start_lab(
-        lambda: balloonlab.emulate(guest=args.guest, memory=args.memory, clock=args.clock,
-                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused,
-                                   guest_kernel=args.guest_kernel))
+        lambda: emulate(guest=args.guest, memory=args.memory, clock=args.clock,
+                        qemu_version=args.qemu_version, id=args.id, paused=args.paused,
+                        guest_kernel=args.guest_kernel))
     return lab
 
 
@@ -164,9 +164,9 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     if not os.path.exists(path):
         raise UsageError(f"%balloon connect: no such socket: {path} (start QEMU with -qmp unix:{path},server=on,"
                          "wait=off)")
-    import balloonlab
+    from ..client.balloon import connect
 
-    return magics.start_lab(lambda: balloonlab.connect(path))
+    return magics.start_lab(lambda: connect(path))
 
 
 @subcommand("launch")
@@ -179,11 +179,10 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Boot a live qemu-system-x86_64 (TCG) with balloonlab's tiny Linux guest and make it current."""
     size_arg(args.memory, "launch --memory")
-    import balloonlab
+    from ..client.balloon import launch
 
     return magics.start_lab(
-        lambda: balloonlab.launch(memory=args.memory, balloon_id=args.id, paused=args.paused,
-                                  guest=not args.no_guest))
+        lambda: launch(memory=args.memory, balloon_id=args.id, paused=args.paused, guest=not args.no_guest))
 
 
 @subcommand("use")
@@ -195,7 +194,7 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     from ..client.balloon import Balloon
 
     try:
-        lab = magics.shell.user_ns[args.name]
+        lab = magics.user_ns[args.name]
     except KeyError:
         raise UsageError(f"%balloon use: no variable named {args.name!r}") from None
     if not isinstance(lab, Balloon):
