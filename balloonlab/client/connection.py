@@ -26,11 +26,13 @@ exist here); this client dispatches events itself instead, so memory stays bound
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import logging
 import sys
 import threading
 import time
+from array import array
 from typing import Any, Awaitable, Callable, TypeVar
 
 from qemu.qmp import QMPClient
@@ -62,6 +64,17 @@ async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
         return await asyncio.wait_for(awaitable, seconds)
     async with asyncio.timeout(seconds):
         return await awaitable
+
+
+def _report_columns(reply: dict) -> dict[str, array]:
+    """The columns of an ``x-balloonlab-reports`` reply by name: its ``rows`` are base64 of little-endian uint64,
+    row after row, each row as ``columns`` names them (docs/emulator.md)."""
+    rows = array("Q")
+    rows.frombytes(base64.b64decode(reply["rows"]))
+    if sys.byteorder == "big":
+        rows.byteswap()
+    names = reply["columns"]
+    return {name: rows[i::len(names)] for i, name in enumerate(names)}
 
 
 class _QMP(QMPClient):
@@ -398,10 +411,11 @@ class BalloonClient:
         return reports["next"]
 
     def _observe_reports(self, reports: dict) -> None:
-        """The columns of ``x-balloonlab-reports`` (emulator/reportlog.py): all into history at once; a GuestStats
-        and a "stats" update for each report only when someone subscribes (else for the last one only, which
-        becomes ``last_stats``)."""
-        wall_ns, last_update, columns = reports["wall-ns"], reports["last-update"], reports["stats"]
+        """A reply of ``x-balloonlab-reports`` (emulator/reportlog.py): all into history at once; a GuestStats and
+        a "stats" update for each report only when someone subscribes (else for the last one only, which becomes
+        ``last_stats``)."""
+        columns = _report_columns(reports)
+        wall_ns, last_update = columns.pop("wall-ns"), columns.pop("last-update")
         n = len(wall_ns)
         if not n:
             return
@@ -409,9 +423,8 @@ class BalloonClient:
             self.history.add_columns([(t + 500_000) // 1_000_000 for t in wall_ns], last_update,
                                      {key.removeprefix("stat-"): values for key, values in columns.items()},
                                      self.interval, self.actual)
-        keys = tuple(columns)
         for i in range(0 if self._subscribers else n - 1, n):
-            raw = {"stats": {key: columns[key][i] for key in keys}, "last-update": last_update[i]}
+            raw = {"stats": {key: values[i] for key, values in columns.items()}, "last-update": last_update[i]}
             self._observe_stats(raw, when=wall_ns[i] / 1e9, record=False)
 
     def _observe_interval(self, value: int) -> None:

@@ -20,8 +20,6 @@ import collections
 import csv
 import datetime as dt
 import io
-import itertools
-import operator
 import os
 import sys
 import threading
@@ -53,15 +51,21 @@ def _load(value: int) -> int | None:
 
 
 def _seal(column: array) -> bytes:
-    deltas = array("q", [column[0]]) if column else array("q")
-    deltas.extend(map(operator.xor, column[1:], column[:-1]))
+    """XOR each value with its predecessor (in numpy: a day of reports seals 84 chunks of 20 columns, which a
+    Python loop made a quarter of a virtual day's CPU), then zlib."""
+    import numpy as np  # here, not at the top: a lab that never seals a chunk does not pay numpy's import
+
+    values = np.frombuffer(column, dtype=np.int64)
+    deltas = values.copy()
+    np.bitwise_xor(values[1:], values[:-1], out=deltas[1:])
     return zlib.compress(deltas.tobytes(), 6)
 
 
 def _unseal(blob: bytes) -> array:
-    deltas = array("q")
-    deltas.frombytes(zlib.decompress(blob))
-    return array("q", itertools.accumulate(deltas, operator.xor))
+    import numpy as np
+
+    deltas = np.frombuffer(zlib.decompress(blob), dtype=np.int64)
+    return array("q", np.bitwise_xor.accumulate(deltas).tobytes() if len(deltas) else b"")
 
 
 class History:

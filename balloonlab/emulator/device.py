@@ -15,6 +15,7 @@ This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -61,6 +62,7 @@ class VirtioBalloon:
         self.n_known = 16 if version >= (9, 2) else 10  # VIRTIO_BALLOON_S_NR
         self._wire_keys = tuple(s.qmp_key for s in self.wire_stats)
         self._wire_tags = tuple(s.tag for s in self.wire_stats)
+        self._wire_row = operator.itemgetter(*self._wire_tags)  # stats array -> wire order, in C
         self._unset = [UNSET] * self.n_known
         self.stats: list[int] = list(self._unset)
         self.last_update = 0
@@ -139,7 +141,7 @@ class VirtioBalloon:
         self.last_update = int(self.clock.wall_time())
         self.reports += 1
         if self.report_log is not None:
-            self.report_log.append(self.clock.wall_ns(), self.last_update, stats)
+            self.report_log.append(self.clock.wall_ns(), self.last_update, self._wire_row(stats))
         if self.poll_interval > 0:
             self._rearm()
 
@@ -153,8 +155,8 @@ class VirtioBalloon:
         """``x-balloonlab-reports``: the reports with ``seq >= since``, in columns (reportlog.py).  The first call
         starts the log, so it answers with no reports and the cursor to read from."""
         if self.report_log is None:
-            self.report_log = ReportLog(self.n_known, self.reports)
-        return self.report_log.since(since, tuple(zip(self._wire_keys, self._wire_tags)))
+            self.report_log = ReportLog(self._wire_keys, self.reports)
+        return self.report_log.since(since)
 
     # -- balloon size ----------------------------------------------------------------------------------------
     @property
