@@ -71,8 +71,9 @@ def _unseal(blob: bytes) -> array:
 class History:
     """Samples (one row per new guest report, with interval and actual at that moment) and QMP events.
 
-    ``lab.history.enabled = True`` keeps the lab's follower recording even when nothing subscribes; while anything
-    subscribes (a panel, ``%balloon watch``) it records anyway.
+    A lab records from the moment it connects (``enabled``, which ``emulate/connect/launch(history=False)`` or
+    ``lab.history.enabled = False`` turn off); while anything subscribes (a panel, ``%balloon watch``) it records
+    anyway.
     """
 
     def __init__(self, max_samples: int = 86_400, max_events: int = 10_000) -> None:
