@@ -4,7 +4,8 @@
 panel, bqplot plots) render for the reader. Each notebook is copied into the test server's temporary root (the
 repository's copy is never touched), run with JupyterLab's "run all cells" and checked for "Error displaying
 widget", error outputs outside ``raises-exception`` cells, and cells that never ran. A screenshot of each run goes
-to test-artifacts/.
+to the artifacts directory (tests/helpers.py: artifacts_dir).  In CI a live notebook needs its QEMU and guest
+image (tests/fixtures/requirements.py: notebook_needs).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.requirements import notebook_needs, require_in_ci
+
 pytestmark = pytest.mark.browser
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -22,6 +25,7 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_in_jupyterlab(path: Path, lab_page) -> None:
+    require_in_ci(*notebook_needs(path))
     target = lab_page.server.root_dir / "notebooks" / path.name
     target.parent.mkdir(exist_ok=True)
     shutil.copyfile(path, target)

@@ -438,7 +438,8 @@ def test_a_watch_whose_qemu_goes_away_says_so_and_stops(ip, vlab, capsys):
 
 
 def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
-    widgets = pytest.importorskip("balloonlab.widgets")
+    from balloonlab import widgets
+
     panel = balloon(ip, "panel")
     try:
         assert isinstance(panel, widgets.BalloonPanel)
@@ -450,7 +451,8 @@ def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
 
 
 def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
-    widgets = pytest.importorskip("balloonlab.widgets")
+    from balloonlab import widgets
+
     first = balloon(ip, "panel")
     second = balloon(ip, "panel")  # the cell run again
     try:
@@ -463,7 +465,6 @@ def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
 
 
 def test_a_new_lab_closes_the_panels_of_the_lab_it_replaces(ip, lab):
-    pytest.importorskip("balloonlab.widgets")
     panel = balloon(ip, "panel")
     try:
         second_lab = balloon(ip, "emulate --clock virtual")  # replaces (and closes) the lab the magics made
