@@ -122,7 +122,7 @@ def memory_curve(source: str | os.PathLike[str] | Recording,
 
 
 def replay(source: str | os.PathLike[str], clock: ClockKind = "virtual", speed: float = 1.0, *,
-           history: bool = True, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
+           history: bool = False, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
     """An emulated lab replaying a recording (a path, or a shipped name from ``balloonlab.recordings()``).
 
     ``clock="virtual"``: time moves with ``lab.advance("1m")``; ``clock="real"``: it runs by itself, ``speed``
