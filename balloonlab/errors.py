@@ -26,6 +26,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- GuestImageError             the tiny guest image could not be built or found
     +-- GuestExecError              a command in a live guest failed
     +-- JupyterLabError             balloonlab lab cannot start JupyterLab
+    +-- RecordingError              a recording cannot be read (names the file and the line), or written
     +-- PolicyError                 a policy raised, answered nonsense or took too long (names the tick and VM)
 """
 
@@ -129,6 +130,12 @@ class JupyterLabError(BalloonError):
     """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
 
 
+class RecordingError(BalloonError):
+    """A recording that cannot be played or made: empty, truncated in its header, corrupt, of another format
+    version, or a file that cannot be opened.  The message names the file and the line (``session.blab: line 7:
+    corrupt record, not JSON``)."""
+
+
 class PolicyError(BalloonError):
     """A ballooning policy failed at one tick of a run (``balloonlab.policy.run``): its ``decide`` raised,
     returned something that is not ``{vm name: positive int bytes}``, or took longer than the run allows.
@@ -165,6 +172,7 @@ __all__ = [
     "GuestImageError",
     "GuestExecError",
     "JupyterLabError",
+    "RecordingError",
     "PolicyError",
     "BalloonDisconnected",
     "NoBalloonDevice",

@@ -5,6 +5,7 @@
     balloonlab guest build      build and cache the tiny guest image (cli/guest.py)
     balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
     balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
+    balloonlab record ...       record a VM's balloon to a file balloonlab.replay() plays (cli/record.py)
 
 Every ``main()`` and argument parser of the package lives in this folder; the library modules hold none.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-USAGE = """usage: balloonlab {emulate,host,guest,launch,lab} ...
+USAGE = """usage: balloonlab {emulate,host,guest,launch,lab,record} ...
 
   emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
   host       run a host of emulated VMs sharing its memory, each on its own QMP socket
   guest      'guest build': build and cache the tiny Linux guest image for live labs
   launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
   lab        open JupyterLab on the quickstart notebook (emulated backend)
+  record     record a VM's balloon from its QMP socket (SOCKET -o FILE --duration 10m [--interval 2])
 
 'balloonlab COMMAND --help' describes each command."""
 
@@ -42,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .launch import main as run
     elif command == "lab":
         from .jupyter import main as run
+    elif command == "record":
+        from .record import main as run
     else:
         print(f"balloonlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ the context manager, or garbage collection, or interpreter exit) stops the in-pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from .doctor import Diagnosis, diagnose
 from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackendError,
                      VirtualClockRequiredError)
 from .history import History
+from .recording import Recorder
 from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_size
 
@@ -112,7 +114,7 @@ class Balloon:
     :func:`launch`."""
 
     def __init__(self, socket_path: str, *, backend: Backend = "connected", device_path: str | None = None,
-                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
+                 history: bool = True, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
                  name: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
@@ -124,16 +126,16 @@ class Balloon:
         self._emulator = emulator
         self._vm = vm
         self._client = BalloonClient(socket_path, device_path, command_timeout=timeout)
+        self._recorders: list[Recorder] = []
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
+        self._client.history.enabled = history  # before connecting: history starts with the stats found then
         try:
             self._run(self._client.connect(timeout=min(timeout, 5.0)), timeout + 5.0)
         except BaseException:
             self.close()
             raise
-        if history:
-            self._client.history.enabled = True
 
     # Plumbing --------------------------------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -213,7 +215,9 @@ class Balloon:
 
     @property
     def history(self) -> History:
-        """Samples and events; records while anything subscribes or ``history.enabled`` is True."""
+        """Samples and events: every report since the lab connected (bounded, see client/history.py).  Recording
+        is on by default; ``emulate(history=False)`` (or ``lab.history.enabled = False``) records only while
+        something subscribes (a panel, ``%balloon watch``)."""
         return self._client.history
 
     def qmp(self, command: str, _arguments: dict | None = None, /, **arguments: Any) -> Any:
@@ -317,8 +321,31 @@ class Balloon:
         self._run(self._client.disconnect())
         self._run(self._client.connect(timeout=timeout), timeout + self.timeout)
 
+    def record(self, path: str | os.PathLike[str], *, description: str = "") -> Recorder:
+        """Record this lab to ``path`` (JSON Lines, gzip for ``*.gz``; docs/recordings.md) until ``rec.stop()``
+        or ``lab.close()``: a header, every QMP exchange and event, every stats report."""
+        if self._closed:
+            raise BalloonDisconnectedError("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
+        rec = Recorder(self, path, description=description)
+        self._recorders.append(rec)
+        return rec
+
+    @property
+    def recorders(self) -> list[Recorder]:
+        """The recorders recording this lab now (a failed one stays listed, with its ``error``, until stopped)."""
+        return list(self._recorders)
+
+    def _forget_recorder(self, rec: Recorder) -> None:
+        with contextlib.suppress(ValueError):
+            self._recorders.remove(rec)
+
     def close(self) -> None:
-        """Disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
+        """Stop recording, disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+        for rec in list(self._recorders):
+            rec.stop("lab closed")
         with self._close_lock:
             if self._closed:
                 return
@@ -482,14 +509,14 @@ def advance_replaying(labs: list[Balloon], seconds: float, advance: Callable[[fl
 
 
 # Constructors --------------------------------------------------------------------------------------------------
-def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
+def connect(path: str, *, device_path: str | None = None, history: bool = True, timeout: float = 10.0) -> Balloon:
     """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
     return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
 def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: ClockKind = "real",
             qemu_version: QemuVersion = "10.0",
-            id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
+            id: str | None = None, paused: bool = False, *, history: bool = True, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
             workload: WorkloadName | None = None) -> Balloon:
@@ -511,25 +538,14 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``).
     """
     try:
-        from ..emulator import Emulator
+        from ..emulator.config import machine_config
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
-    ram = parse_ram(memory)
-    from ..emulator.config import machine_config
-
-    config = machine_config(guest=guest, ram=ram, clock=clock, qemu_version=qemu_version, id=id, paused=paused,
-                            seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
+    config = machine_config(guest=guest, ram=parse_ram(memory), clock=clock, qemu_version=qemu_version, id=id,
+                            paused=paused, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
                             free_page_reporting=free_page_reporting, deflate_on_oom=deflate_on_oom,
                             workload=workload)
-
-    async def start() -> Any:
-        emu = Emulator(config, socket_path)
-        await emu.start()
-        return emu
-
-    emu = _loop.run(start(), timeout)
-    # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
-    lab = Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
+    lab = start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
     if clock == "real" and not paused and guest != "nodriver":
         # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.
         deadline = time.monotonic() + boot_delay + 1.0
@@ -542,6 +558,22 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     return lab
 
 
+def start_emulated(config: Any, *, socket_path: str | None = None, history: bool = True,
+                   timeout: float = 10.0) -> Balloon:
+    """Start an in-process emulator for ``config`` (an ``emulator.config.MachineConfig``) and return its lab
+    (``emulate()`` and ``replay()`` build their configs, this starts them)."""
+    from ..emulator import Emulator
+
+    async def start() -> Any:
+        emu = Emulator(config, socket_path)
+        await emu.start()
+        return emu
+
+    emu = _loop.run(start(), timeout)
+    # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
+    return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
+
+
 def parse_ram(memory: str | int) -> int:
     """A VM's RAM like ``-m`` (a bare number is MiB), or EmulatorOptionError saying what is wrong."""
     try:
@@ -550,7 +582,7 @@ def parse_ram(memory: str | int) -> int:
         raise EmulatorOptionError(str(exc)) from None
 
 
-def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,
+def launch(memory: str | int = "512M", *, history: bool = True, timeout: float = 10.0,
            free_page_reporting: bool = False, deflate_on_oom: bool = False, **options: Any) -> Balloon:
     """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
 
@@ -563,7 +595,7 @@ def launch(memory: str | int = "512M", *, history: bool = False, timeout: float 
     except ImportError as exc:
         raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
     props = {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom}
-    options.setdefault("balloon_properties", {k: v for k, v in props.items() if v})
+    options.setdefault("balloon_options", {k: v for k, v in props.items() if v})
     vm = LiveVM.start(memory=memory, **options)
     return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
 

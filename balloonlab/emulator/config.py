@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from ..errors import EmulatorOptionError
 
 if TYPE_CHECKING:
+    from .guests import ReplayScript
     from .workloads import WorkloadName
 
 #: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
@@ -69,6 +70,13 @@ class MachineConfig:
     #: (1 s; a TCG boot of the tiny guest takes 2.5-4 s).  ``balloonlab.emulate()`` asks for a quick boot so that a
     #: lab has stats at once; only the duration changes, never the order of what happens.
     boot_delay: float | None = None
+    #: Wall-clock time (Unix seconds) at which the machine's clocks start; None: now.  A replay starts at its
+    #: recording's start, so ``last-update`` and event timestamps read as they were recorded.
+    start_epoch: float | None = None
+    #: Real clock only: machine seconds per host second (a replay at 10x).
+    speed: float = 1.0
+    #: A recording to play back: the guest is then the ``replay`` model (guests.py), whatever ``guest`` says.
+    replay: "ReplayScript | None" = None
     #: What the guest's programs do with memory over time (workloads.py: idle, steady, diurnal, bursty, leak,
     #: batch); None: nothing but what ``x-balloonlab-guest`` actions start.
     workload: WorkloadName | None = None

@@ -129,7 +129,8 @@ class Machine:
             if boot_ns < 0:
                 raise ValueError(f"the guest's boot delay cannot be negative: {config.boot_delay}")
             self.guest = make_guest(config.guest, clock, self.device, config.ram_size, seed=config.seed,
-                                    kernel=kernel, boot_delay_ns=boot_ns, workload=config.workload)
+                                    kernel=kernel, boot_delay_ns=boot_ns, workload=config.workload,
+                                    replay=config.replay)
         except ValueError as e:
             raise EmulatorOptionError(str(e)) from None
         self.guest.on_reboot = self._guest_reboot
@@ -428,20 +429,27 @@ class Machine:
         devices = []
         if self.device is not None:
             devices.append({"path": self.device_path, **self.device.snapshot()})
-        return {"clock": self.clock.mode, "guest": self.config.guest, "qemu-version": self.profile.version,
+        return {"clock": self.clock.mode, "guest": self.guest.name, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
                 # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
                 "wall-clock": self.clock.wall_time(),
                 # and the host side (docs/qemu-behaviour.md, A3): what the QEMU process holds, what the host swapped out
                 "host-rss": self.host_rss(), "host-swapped": self.host_swapped}
 
-    def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:
+    def _balloon_at(self, path: str | None) -> VirtioBalloon:
+        """The balloon a vendor command names by ``path`` (the device or its virtio backend; default: the one)."""
         dev = self._need_device()
         if path is not None:
             node = resolve(self.root, path)
             if node.path not in (self.device_path, self._backend_path()):
                 raise QMPError("GenericError", f"'{path}' is not a virtio-balloon device")
-        return dev.statsq.trace(since)
+        return dev
+
+    def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:
+        return self._balloon_at(path).statsq.trace(since)
+
+    def _cmd_x_balloonlab_reports(self, path: str | None = None, since: int = 0) -> dict:
+        return self._balloon_at(path).reports_since(since)
 
     def _cmd_x_balloonlab_guest(self, args: dict) -> Any:
         params = dict(args)
