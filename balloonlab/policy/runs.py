@@ -204,6 +204,9 @@ def run(host: Any, policy: Policy, duration: str | float | None = "24h", tick: s
     are managed in the background: the call returns a :class:`LivePolicyRun` at once (``duration=None``: until
     ``.stop()``).  ``dry_run``: decide and record, never set a target.  Targets go through ``Balloon.set_target``,
     never further from a VM's ``actual`` in one tick than the policy's ``max_change``.
+
+    While a simulated run drives the clock, the labs' own followers (history, panels) are not fed each report: the
+    run's dataframe is the record of the day, and they catch up with its end.
     """
     if not isinstance(policy, Policy):
         raise InvalidValueError(f"policy must be a balloonlab.policy.Policy (e.g. MomPolicy()), not "
@@ -231,8 +234,8 @@ def run(host: Any, policy: Policy, duration: str | float | None = "24h", tick: s
             source.advance(tick_s)
     except KeyboardInterrupt:
         result.interrupted = True
-        return result
-    source.finish()  # the host's clock ends where the run does: duration later
+    finally:
+        source.finish()  # the host's clock ends where the run does; its labs' followers catch up
     return result
 
 

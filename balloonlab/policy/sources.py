@@ -59,7 +59,7 @@ class HostSource(Source):
 
     def view(self, tick: int, time: float) -> View:
         if self._pending:
-            usage, readings = self.host.step(self._pending)
+            usage, readings = self.host.step(self._pending, notify=False)
             self._pending = 0.0
         else:
             usage, readings = self.host.observe()
@@ -78,9 +78,11 @@ class HostSource(Source):
         self._pending += seconds
 
     def finish(self) -> None:
-        if self._pending:
-            self.host.advance(self._pending)
-            self._pending = 0.0
+        # also tells the labs' followers (history, panels), which the ticks did not: they catch up with the end
+        if self.host.closed:
+            return
+        self.host.advance(self._pending)
+        self._pending = 0.0
 
 
 class FleetSource(Source):
