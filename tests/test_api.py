@@ -246,7 +246,7 @@ def test_close_leaves_nothing_behind(doomed):
 # --- emulated only ----------------------------------------------------------------------------------------------
 
 def test_emulate_placement_and_options():
-    with balloonlab.emulate(id="balloon0", qemu_version="7.2", memory=256) as lab:
+    with balloonlab.emulate(id="balloon0", qemu_version="7.2", memory="256M") as lab:
         assert lab.device_path == "/machine/peripheral/balloon0"
         assert lab.ram_size == 256 * MiB
         assert lab.qemu_version.startswith("7.2")

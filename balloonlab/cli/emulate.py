@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ..errors import EmulatorOptionError
-from ..units import parse_size
+from ..units import parse_guest_size
 from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
 
 USAGE = f"""usage: balloonlab emulate [-qmp unix:PATH[,server=on][,wait=off]] [-m SIZE] [-S] [-nodefaults]
@@ -144,12 +144,9 @@ def parse_memory(text: str) -> int:
     if size is None:
         raise _fail(option, "missing size")
     try:
-        ram = parse_size(size, default_unit="M")
+        return parse_guest_size(size, "memory", default_unit="M")  # qemu-system's -m: a bare number is MiB
     except ValueError as exc:
         raise _fail(option, str(exc)) from None
-    if ram < 1 << 20:
-        raise _fail(option, "the emulator needs at least 1M of RAM")
-    return ram
 
 
 def parse_device(text: str) -> BalloonSpec:

@@ -28,7 +28,7 @@ from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionErro
                      VirtualClockRequiredError)
 from .history import History
 from ..stats import GuestStats
-from ..units import format_size, parse_duration, parse_size
+from ..units import format_size, parse_duration, parse_guest_size, parse_interval
 
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
@@ -113,11 +113,13 @@ class Balloon:
         self._emulator = emulator
         self._vm = vm
         self._client = BalloonClient(socket_path, device_path, command_timeout=timeout)
+        if vm is not None:
+            self._client.exit_cause = vm.exit_description
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
         try:
-            self._run(self._client.connect(timeout=min(timeout, 5.0)), timeout + 5.0)
+            self._run(self._client.connect(timeout=timeout), timeout + 5.0)
         except BaseException:
             self.close()
             raise
@@ -156,25 +158,26 @@ class Balloon:
         return self._run(self._client.read_interval())
 
     @polling_interval.setter
-    def polling_interval(self, value: int) -> None:
-        # The value goes to QEMU as given: its own errors ("timer value must be greater than zero", type errors)
-        # come back as QMPError, word for word.
-        self._run(self._client.set_interval(value))
+    def polling_interval(self, value: int | str) -> None:
+        """Whole seconds (``2``, ``"30s"``, ``"1m"``; 0 turns polling off), checked by ``units.parse_interval``
+        before anything is sent: a fraction, a negative or a word is an :class:`InvalidValueError` naming the
+        value, in the words ``%balloon poll`` uses.  ``lab.qmp("qom-set", ...)`` sends any value as it is."""
+        self._run(self._client.set_interval(parse_interval(value)))
 
     def stats(self) -> GuestStats:
         """The guest's latest report (``qom-get guest-stats``)."""
         return self._run(self._client.read_stats())
 
     def set_target(self, size: str | int) -> None:
-        """Ask the guest to shrink or grow to ``size`` (``"256M"`` or bytes): QMP ``balloon``.
+        """Ask the guest to shrink or grow to ``size`` (``"256M"``, ``"1.5G"``, or bytes): QMP ``balloon``.
 
-        QEMU only tells the guest; ``actual`` moves when the guest's driver does (BALLOON_CHANGE events).
+        A bare number is bytes, as on the wire (``set_target(lab.actual // 2)``).  Sizes no guest can keep (0,
+        negative, below 16 MiB: ``set_target(512)`` is nearly always a forgotten ``"512M"``) raise
+        :class:`InvalidValueError` before anything is sent, in the words ``%balloon target`` uses;
+        ``lab.qmp("balloon", value=...)`` sends any value as it is.  QEMU only tells the guest; ``actual`` moves
+        when the guest's driver does (BALLOON_CHANGE events).
         """
-        if isinstance(size, int) and not isinstance(size, bool):
-            value = size  # as given: QEMU answers 0 or negative with its own error
-        else:
-            value = parse_size(size)
-        self._run(self._client.set_target(value))
+        self._run(self._client.set_target(parse_guest_size(size, "target")))
 
     @property
     def actual(self) -> int:
@@ -223,7 +226,7 @@ class Balloon:
         if not self._has(ADVANCE):
             raise VirtualClockRequiredError(
                 f"advance() needs an emulated lab on a virtual clock; this {self.backend} lab "
-                f"({self.qemu_version or 'unknown QEMU'}) runs on real time. Use "
+                f"(QEMU {self.qemu_version or '?'}) runs on real time. Use "
                 "balloonlab.emulate(clock='virtual') (or `balloonlab emulate --clock virtual`), or just wait.")
         try:
             if self._client.wants_replay:
@@ -232,9 +235,12 @@ class Balloon:
                 self._run(self._client.execute(ADVANCE, {"seconds": seconds}))
         except QMPError as exc:
             if exc.error_class == "GenericError" and "virtual" in exc.desc:
+                # In this process the fix is an argument; behind a socket, the emulator's command line.
+                how = ("balloonlab.emulate(clock='virtual')" if self._emulator is not None else
+                       f"the command-line option --clock virtual (balloonlab emulate --clock virtual -qmp "
+                       f"unix:{self.socket_path},server=on,wait=off)")
                 raise VirtualClockRequiredError(
-                    f"{exc.desc} -- this lab's emulator runs on real time; start one with "
-                    "balloonlab.emulate(clock='virtual')") from None
+                    f"{exc.desc} -- this lab's emulator runs on real time; start one with {how}") from None
             raise
         _loop.call_soon(self._client._poke)
 
@@ -289,17 +295,22 @@ class Balloon:
         return self._client.subscribe(callback)
 
     def reconnect(self, timeout: float = 5.0) -> None:
-        """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over."""
+        """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over.
+
+        The new connection is opened first; only when it works does it replace the current one, so a failed
+        reconnect never costs a working connection."""
         if self._closed:
             raise BalloonDisconnectedError("this lab is closed; start a new one")
+        cause = self._client.exit_cause_now()
+        if cause is not None:
+            raise BalloonDisconnectedError(f"{cause}; start a new one with balloonlab.launch()")
         if not os.path.exists(self.socket_path):
             # Nothing to reconnect to: keep the connection we have (it is a file descriptor, not the path).
             kept = "; the current connection is kept" if self.connected else ""
             raise BalloonDisconnectedError(
                 f"cannot connect to the QMP socket {self.socket_path}: it does not exist (is QEMU, or `balloonlab "
                 f"emulate`, running?){kept}")
-        self._run(self._client.disconnect())
-        self._run(self._client.connect(timeout=timeout), timeout + self.timeout)
+        self._run(self._client.reconnect(timeout=timeout), timeout + self.timeout)
 
     def close(self) -> None:
         """Disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
@@ -392,9 +403,11 @@ class Balloon:
     def __repr__(self) -> str:
         if self._closed:
             return f"<Balloon {self.backend} (closed) {self.socket_path}>"
-        state = "connected" if self._client.connected else "disconnected"
+        # The backend is a word ("emulated", "live", "connected"); the connection state is said only when it is
+        # not the normal one, so a connected lab does not read "connected connected".
+        state = "" if self._client.connected else " (disconnected)"
         ram = format_size(self._client.ram_size) if self._client.ram_size else "?"
-        return (f"<Balloon {self.backend} {state} QEMU {self.qemu_version or '?'} RAM {ram} "
+        return (f"<Balloon {self.backend}{state} QEMU {self.qemu_version or '?'} RAM {ram} "
                 f"{self.device_path} via {self.socket_path}>")
 
     # Helpers ---------------------------------------------------------------------------------------------------
@@ -434,7 +447,10 @@ class Balloon:
 
 # Constructors --------------------------------------------------------------------------------------------------
 def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
-    """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
+    """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`.
+
+    A socket that does not exist yet or refuses (a QEMU started a moment ago) is tried again for up to
+    ``timeout`` seconds; then the error says why it failed."""
     return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
@@ -446,7 +462,8 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
     legacy ``-balloon virtio`` placement) so the doc's examples run verbatim; ``id="balloon0"`` puts it at
-    ``/machine/peripheral/balloon0``.  ``memory`` like ``-m`` (a bare number is MiB).  ``guest_kernel`` (``"6.1"``
+    ``/machine/peripheral/balloon0``.  ``memory``: ``"512M"``, ``"1G"`` or bytes (a bare number is bytes, as
+everywhere in the API; ``emulate(memory=512)`` is refused with "did you mean '512M'?").  ``guest_kernel`` (``"6.1"``
     or ``"6.12"``) picks the ``linux`` guest's kernel; None: the one observed with that QEMU (6.1 with 7.2, 6.12
     after), so ``emulate(qemu_version="7.2", guest_kernel="6.12")`` shows QEMU 7.2 ignoring tags >= 10.
 
@@ -466,10 +483,7 @@ def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real
     if str(qemu_version) not in QEMU_VERSIONS:
         raise EmulatorOptionError(
             f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
-    try:
-        ram = parse_size(memory, default_unit="M")
-    except ValueError as exc:
-        raise EmulatorOptionError(str(exc)) from None
+    ram = parse_guest_size(memory, "memory")
     config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
                            qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed,
                            guest_kernel=guest_kernel, boot_delay=boot_delay)
