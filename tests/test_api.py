@@ -9,6 +9,7 @@ clock, an external `balloonlab emulate` process) follows at the end.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,8 +18,8 @@ import pytest
 
 import balloonlab
 from balloonlab.client import loop as _loop
-from balloonlab.errors import (BalloonDisconnectedError, EmulatorOptionError, QMPError, UnsupportedBackendError,
-                               VirtualClockRequiredError)
+from balloonlab.errors import (BalloonDisconnectedError, EmulatorOptionError, InvalidValueError, QMPError,
+                               UnsupportedBackendError, VirtualClockRequiredError)
 from balloonlab.stats import GuestStats
 from tests.helpers import clean_loop, process_gone, wait_until  # noqa: F401  (clean_loop: autouse fixture)
 
@@ -93,9 +94,13 @@ def test_polling_interval_values(fresh, value):
     (None, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
 ])
 def test_polling_interval_errors_are_qemus_words(fresh, value, desc):
+    """QEMU's own words come back through raw QMP; the property refuses the same values before sending them."""
     with pytest.raises(QMPError) as err:
-        fresh.polling_interval = value
+        fresh.qmp("qom-set", path=fresh.device_path, property="guest-stats-polling-interval", value=value)
     assert (err.value.error_class, err.value.desc) == ("GenericError", desc)
+    if value != "2":  # "2" is a spelling of 2 seconds for the property, as for %balloon poll
+        with pytest.raises(InvalidValueError, match=re.escape(repr(value))):
+            fresh.polling_interval = value
     assert fresh.polling_interval == 0
 
 
@@ -124,8 +129,10 @@ def test_set_target_moves_actual_and_emits_balloon_change(fresh):
     change = [e for e in lab.events[seen:] if e["event"] == "BALLOON_CHANGE"][-1]
     assert set(change["timestamp"]) == {"seconds", "microseconds"}
     with pytest.raises(QMPError) as err:
-        lab.set_target(0)
+        lab.qmp("balloon", value=0)  # raw QMP: QEMU's words (set_target refuses 0 before sending it)
     assert err.value.error_class == "GenericError" and err.value.desc.endswith("expects a size")
+    with pytest.raises(InvalidValueError, match="target 0 is not a size"):
+        lab.set_target(0)
 
 
 def test_subscribe_history_and_updates(fresh):
@@ -218,8 +225,17 @@ def test_killed_backend_during_a_subscription(doomed):
     assert wait_until(lambda: lab.following, 10)
     kill()
     assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), 10)
-    with pytest.raises(BalloonDisconnectedError, match="reconnect"):
-        lab.stats()
+    if lab.vm is None:
+        with pytest.raises(BalloonDisconnectedError, match="reconnect"):
+            lab.stats()
+    else:  # the lab knows the process it started: the message names the real cause, everywhere
+        said = (f"the QEMU this lab started (pid {lab.vm.pid}) was killed by SIGKILL; start a new one with "
+                "balloonlab.launch()")
+        assert [u.error for u in updates if u.kind == "disconnected"] == [said]
+        for call in (lab.stats, lab.reconnect, lambda: lab.polling_interval):
+            with pytest.raises(BalloonDisconnectedError) as info:
+                call()
+            assert str(info.value) == said
     with pytest.raises(BalloonDisconnectedError):
         lab.set_target("256M")
     assert wait_until(lambda: not lab.following, 10)

@@ -127,7 +127,7 @@ def test_a_bad_memory_size_is_refused_with_the_same_words_everywhere(ip, value, 
         with pytest.raises(balloonlab.EmulatorOptionError) as cli_info:
             emulate_cli.parse_memory(value)
         assert str(cli_info.value) == f"-m {value}: {words}"
-        assert launch_cli.main(["--no-guest", "-m", value]) == 1
+        assert launch_cli.main(["--no-guest", f"--memory={value}"]) == 1
         assert capsys.readouterr().err == f"balloonlab launch: {words}\n"
 
 
