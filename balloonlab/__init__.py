@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors as _errors
-from .errors import *  # noqa: F401,F403  (every exception class is public API)
+from .errors import *  # noqa: F403  (every exception class is public API)
 
 __version__ = "0.1.0"
 

@@ -36,8 +36,10 @@ STATS: tuple[StatInfo, ...] = (
     StatInfo(2, "major-faults", "major_fault", "count", "page faults that needed disk I/O", (2, 0)),
     StatInfo(3, "minor-faults", "minor_fault", "count", "page faults served without disk I/O", (2, 0)),
     StatInfo(4, "free-memory", "unused", "bytes", "memory not used at all (page cache counts as used)", (2, 0)),
-    StatInfo(5, "total-memory", "available", "bytes", "memory the guest kernel manages (RAM minus balloon and reserved)", (2, 0)),
-    StatInfo(6, "available-memory", "usable", "bytes", "memory available for new work without swapping (MemAvailable)", (2, 10)),
+    StatInfo(5, "total-memory", "available", "bytes",
+             "memory the guest kernel manages (RAM minus balloon and reserved)", (2, 0)),
+    StatInfo(6, "available-memory", "usable", "bytes",
+             "memory available for new work without swapping (MemAvailable)", (2, 10)),
     StatInfo(7, "disk-caches", "disk_caches", "bytes", "page cache that can be reclaimed quickly", (2, 11)),
     StatInfo(8, "htlb-pgalloc", "hugetlb_pgalloc", "count", "successful huge page allocations", (3, 0)),
     StatInfo(9, "htlb-pgfail", "hugetlb_pgfail", "count", "failed huge page allocations", (3, 0)),
@@ -71,12 +73,12 @@ def stats_for_version(version: tuple[int, int]) -> tuple[StatInfo, ...]:
 # GuestStats: one ``guest-stats`` answer, as a read-only mapping.
 # ---------------------------------------------------------------------------------------------------------------
 
-import datetime as _dt
-import html as _html
-from collections.abc import Iterator as _Iterator, Mapping as _Mapping
-from typing import Any as _Any
+import datetime as _dt  # noqa: E402  (GuestStats' own imports, kept with it)
+import html as _html  # noqa: E402
+from collections.abc import Iterator as _Iterator, Mapping as _Mapping  # noqa: E402
+from typing import Any as _Any  # noqa: E402
 
-from .units import format_size as _format_size
+from .units import format_size as _format_size  # noqa: E402
 
 
 @dataclass(frozen=True)

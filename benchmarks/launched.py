@@ -1,14 +1,14 @@
 """``balloonlab.launch()`` to the first stats, against a bare QEMU boot of the same image to its ready marker.
 
-Candidate: ``balloonlab.launch()`` (builds the command line, starts QEMU with its consoles and monitors, waits
-for the guest's ready line, connects with qemu.qmp, discovers the balloon) until ``stats()`` holds a value,
-then ``close()`` (not timed).  Baseline: ``qemu-system-x86_64`` started directly with the spec's minimal command
-line (``-accel tcg -m 512 -nodefaults -display none -serial file:LOG -serial null -kernel -initrd -append
--device virtio-balloon-pci``) and the same cached kernel and initramfs, timed until the ready marker is in the
-serial log, then killed.  The second serial port (``null``) gives the guest's init the UART it looks for on ttyS1,
-as balloonlab's command channel does, so both boots run the same init path (without it the bare boot was slower
-in a trial run, which flattered the ratio).  Runs alternate (candidate, baseline, in a shuffled order per round); the figure is the ratio of the
-medians.  Goal <= 1.5.
+Candidate: ``balloonlab.launch()`` (builds the command line, starts QEMU with its consoles and monitors, waits for
+the guest's ready line, connects with qemu.qmp, discovers the balloon) until ``stats()`` holds a value, then
+``close()`` (not timed).  Baseline: ``qemu-system-x86_64`` started directly with the minimal command line of
+docs/qemu-behaviour.md, A (``-accel tcg -m 512 -nodefaults -display none -serial file:LOG -serial null -kernel
+-initrd -append -device virtio-balloon-pci``) and the same cached kernel and initramfs, timed until the ready marker
+is in the serial log, then killed.  The second serial port (``null``) gives the guest's init the UART it looks for
+on ttyS1, as balloonlab's command channel does, so both boots run the same init path (without it the bare boot was
+slower in a trial run, which flattered the ratio).  Runs alternate (candidate, baseline, in a shuffled order per
+round); the figure is the ratio of the medians.  Goal <= 1.5.
 """
 
 from __future__ import annotations

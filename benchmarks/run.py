@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common  # noqa: E402
-from _common import Result  # noqa: E402
+import _common
+from _common import Result
 
 MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel")
 

@@ -5,7 +5,7 @@ Copied character for character (indentation and tabs included) from QEMU's ``doc
 ``docs/virtio-balloon-stats.txt``.  Each example is the command followed by the reply the doc shows; ``%%qmp``
 skips the doc's reply and sends the command.  The "Disable polling" example names ``stats-polling-interval``, a
 property QEMU never had: real QEMU answers GenericError "Property 'virtio-balloon-pci.stats-polling-interval' not
-found" (see the spec, section A).
+found" (see docs/qemu-behaviour.md, A).
 """
 
 RST_ENABLE = """\

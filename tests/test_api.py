@@ -8,6 +8,7 @@ clock, an external `balloonlab emulate` process) follows at the end.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -256,7 +257,7 @@ def test_close_leaves_nothing_behind(doomed):
     if pid is not None:
         assert wait_until(lambda: process_gone(pid), 10)
     with pytest.raises(BalloonDisconnectedError, match="closed"):
-        lab.polling_interval
+        _ = lab.polling_interval
 
 
 # --- emulated only ----------------------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ def test_guest_kernel_and_the_virtio_view():
         assert lab.virtio().config_bytes == (32768).to_bytes(4, "little") * 2
     with balloonlab.emulate(qemu_version="7.2", guest_kernel="6.1", clock="virtual") as lab:
         assert len(lab.trace()["exchanges"][0]["entries"]) == 10
-    with pytest.raises(EmulatorOptionError, match="6.12"):
+    with pytest.raises(EmulatorOptionError, match=r"6\.12"):
         balloonlab.emulate(guest_kernel="2.6")
 
 
@@ -347,10 +348,10 @@ def test_advance_replays_every_report_into_history_and_subscribers(interval, dur
         cols = lab.history.columns_dict(("time", "last-update", "free-memory"))
         stamps = cols["last-update"][before:]
         assert abs(len(stamps) - reports) <= 1 and abs(len(updates) - reports) <= 1
-        assert all(0 < b - a <= interval + 1 for a, b in zip(stamps, stamps[1:])), "a report is missing"
+        assert all(0 < b - a <= interval + 1 for a, b in itertools.pairwise(stamps)), "a report is missing"
         assert updates == stamps
         times = cols["time"][before:]
-        assert all(0 < b - a < interval + 1 for a, b in zip(times, times[1:]))  # each report's own (virtual) time
+        assert all(0 < b - a < interval + 1 for a, b in itertools.pairwise(times))  # each report's own (virtual) time
         assert lab.stats().last_update_seconds == stamps[-1]
         assert cols["free-memory"][-1] == lab.stats()["free-memory"]
 

@@ -50,7 +50,7 @@ def test_many_threads_at_once(lab):
 
     def worker(n: int) -> None:
         try:
-            for i in range(10):
+            for _ in range(10):
                 if n % 2:
                     results.append(len(lab.stats()))
                 else:

@@ -1,4 +1,4 @@
-"""The doctor's verdicts, one per thing users trip over (spec section C), from samples alone."""
+"""The doctor's verdicts, one per thing users trip over (docs/qemu-behaviour.md, C), from samples alone."""
 
 from __future__ import annotations
 

@@ -92,7 +92,8 @@ def test_partial_path_resolves_when_unique():
       "Attempt to set property 'addr' on device 'balloon0' (type 'virtio-balloon-pci') after it was realized")),
     ("qom-get", {"path": P}, ("GenericError", "Parameter 'property' is missing")),
     ("qom-get", {"path": P, "property": "type", "bogus": 1}, ("GenericError", "Parameter 'bogus' is unexpected")),
-    ("qom-get", {"path": 5, "property": "type"}, ("GenericError", "Invalid parameter type for 'path', expected: string")),
+    ("qom-get", {"path": 5, "property": "type"},
+     ("GenericError", "Invalid parameter type for 'path', expected: string")),
     ("no-such-command", {}, ("CommandNotFound", "The command no-such-command has not been found")),
     ("query-status", {"x": 1}, ("GenericError", "Parameter 'x' is unexpected")),
 ])

@@ -136,7 +136,8 @@ def test_balloonlab_lab_serves_the_quickstart(tmp_path: Path) -> None:
         with pytest.raises(urllib.error.HTTPError) as landing:
             urllib.request.build_opener(NoRedirect).open(base, timeout=10)
         assert landing.value.code == 302
-        assert urllib.parse.urlsplit(landing.value.headers["Location"]).path == "/lab/tree/notebooks/01-quickstart.ipynb"
+        location = landing.value.headers["Location"]
+        assert urllib.parse.urlsplit(location).path == "/lab/tree/notebooks/01-quickstart.ipynb"
         with urllib.request.urlopen(base + "api/contents/notebooks/01-quickstart.ipynb?content=0", timeout=10) as r:
             assert r.status == 200
         assert f"serving {REPO_ROOT}" in log.read_text()

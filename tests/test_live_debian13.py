@@ -1,7 +1,7 @@
 """Debian 13's QEMU 10.0 (``LiveVM.start(qemu="debian13")``), run from its debootstrapped tree.
 
 Skipped unless the tree was built (``balloonlab guest qemu``, as root: a minute or two, ~360 MB).  What it must
-show is spec section A2: 16 stat keys, of which the Linux 6.1 guest fills the first ten tags.
+show is docs/qemu-behaviour.md, A2: 16 stat keys, of which the Linux 6.1 guest fills the first ten tags.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def test_given_workdir_keeps_the_logs_and_loses_the_sockets(start_vm, tmp_path) 
     workdir = tmp_path / "vm"
     vm = start_vm(guest=False, workdir=workdir)
     assert vm.qmp_socket == str(workdir / "qmp.sock")
-    with pytest.raises(LaunchError, match="already holds qmp.sock"):
+    with pytest.raises(LaunchError, match=r"already holds qmp\.sock"):
         start_vm(guest=False, workdir=workdir)
     vm.stop()
     assert sorted(p.name for p in workdir.iterdir()) == ["qemu.stderr", "serial.log"]

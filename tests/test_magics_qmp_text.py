@@ -1,4 +1,5 @@
-"""The ``%%qmp`` cell parser (balloonlab.magics.qmp_text): QEMU's doc examples, transcripts, qmp-shell form, bad input."""
+"""The ``%%qmp`` cell parser (balloonlab.magics.qmp_text): QEMU's doc examples, transcripts, qmp-shell form, bad
+input."""
 
 from __future__ import annotations
 

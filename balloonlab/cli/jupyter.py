@@ -149,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from jupyterlab.labapp import LabApp
         except ImportError as exc:
-            raise JupyterLabError(f"balloonlab lab needs JupyterLab, which is not installed ({exc}): {INSTALL_HINT}")
+            raise JupyterLabError(
+                f"balloonlab lab needs JupyterLab, which is not installed ({exc}): {INSTALL_HINT}") from None
         home = find_notebook_home(workdir)
     except JupyterLabError as exc:
         print(f"balloonlab lab: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Literal, TypeVar, get_args
 
 from . import loop as _loop
 from .connection import ADVANCE, TRACE, BalloonClient
@@ -30,10 +30,16 @@ from .history import History
 from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_guest_size, parse_interval
 
+if TYPE_CHECKING:
+    from ..emulator.config import ClockKind, GuestModel, QemuVersion
+    from ..qapi import RunState
+
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
 
-BACKENDS = ("emulated", "live", "connected")
+#: How a lab reaches its VM: an in-process emulator, a QEMU balloonlab launched, or a socket it was given.
+Backend = Literal["emulated", "live", "connected"]
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 STATUS, GUEST = "x-balloonlab-status", "x-balloonlab-guest"
 
 
@@ -104,7 +110,7 @@ class Balloon:
     """One VM's balloon device, reached over QMP.  Build it with :func:`emulate`, :func:`connect` or
     :func:`launch`."""
 
-    def __init__(self, socket_path: str, *, backend: str = "connected", device_path: str | None = None,
+    def __init__(self, socket_path: str, *, backend: Backend = "connected", device_path: str | None = None,
                  history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
@@ -141,7 +147,7 @@ class Balloon:
     def _has(self, command: str) -> bool:
         return command in self._client.commands
 
-    # The pinned surface (iface.md) -----------------------------------------------------------------------------
+    # The public surface (docs/architecture.md) -------------------------------------------------------------
     @property
     def socket_path(self) -> str:
         """The QMP unix socket (qmp-shell, `%%qmp` or another tool can attach to it as well)."""
@@ -326,7 +332,7 @@ class Balloon:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    # Additions (not in iface.md; for magics, widgets and people) ----------------------------------------------
+    # For magics, widgets and people ---------------------------------------------------------------------------
     @property
     def closed(self) -> bool:
         return self._closed
@@ -371,7 +377,7 @@ class Balloon:
         return self._vm
 
     @property
-    def run_state(self) -> str | None:
+    def run_state(self) -> RunState | None:
         """The VM's run state as ``query-status`` says it (``"running"``, ``"paused"``, ``"prelaunch"``...)."""
         return self._run(self._client.read_run_state()).get("status")
 
@@ -454,7 +460,8 @@ def connect(path: str, *, device_path: str | None = None, history: bool = False,
     return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
-def emulate(guest: str = "linux", memory: str | int = "512M", clock: str = "real", qemu_version: str = "10.0",
+def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: ClockKind = "real",
+            qemu_version: QemuVersion = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05) -> Balloon:

@@ -1,13 +1,14 @@
 """The async balloon client: one QMP connection (``qemu.qmp.QMPClient``) to one VM's balloon device.
 
-It runs on balloonlab's background loop (``client/loop.py``); the synchronous :class:`~balloonlab.client.balloon.Balloon` facade
-drives it.  It does the things every front end needs and none of them should repeat:
+It runs on balloonlab's background loop (``client/loop.py``); the synchronous
+:class:`~balloonlab.client.balloon.Balloon` facade drives it.  It does the things every front end needs and none of
+them should repeat:
 
 * discovery: the balloon under ``/machine/peripheral`` or ``/machine/peripheral-anon`` (``child<virtio-balloon...>``
   with a ``guest-stats-polling-interval`` property);
 * commands, with QEMU's error replies turned into :class:`~balloonlab.errors.QMPError` (class and desc verbatim) and
-  a lost connection into :class:`~balloonlab.errors.BalloonDisconnectedError` (never a hang: the reader sees EOF at once,
-  and every command has a timeout);
+  a lost connection into :class:`~balloonlab.errors.BalloonDisconnectedError` (never a hang: the reader sees EOF at
+  once, and every command has a timeout);
 * events: every QMP event goes to a bounded ``events`` record and to subscribers; BALLOON_CHANGE updates ``actual``
   for free, STOP/RESUME/RESET update the run state;
 * the follower: a task that exists only while somebody subscribes or history records.  It reads ``guest-stats``
@@ -29,7 +30,6 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from qemu.qmp import QMPClient
@@ -40,6 +40,7 @@ from . import loop as _loop
 from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError
 from .history import History
 from .updates import LabUpdate
+from ..qapi import RunState
 from ..stats import UNSET, GuestStats, stats_for_version
 
 log = logging.getLogger("balloonlab.client")
@@ -99,7 +100,7 @@ class BalloonClient:
         #: The last balloon target (bytes) requested through this connection: QEMU cannot be asked for it.
         self.target: int | None = None
         self.last_stats: GuestStats | None = None
-        self.run_state: str | None = None
+        self.run_state: RunState | None = None
         self.running: bool | None = None
         self.events: collections.deque[dict] = collections.deque(maxlen=max_events)
         self._events_lock = threading.Lock()  # appended on the loop, copied from any thread

@@ -2,7 +2,7 @@
 
 The doctor is a pure function of what QEMU said (a ``guest-stats`` sample, the polling interval, the run state)
 and the time now, so it can be tested without a VM and explains live and emulated labs alike.  It encodes what
-users trip over (see the spec, section C) and QEMU's own state machine: the timer re-arms only when the guest
+users trip over (docs/qemu-behaviour.md, C) and QEMU's own state machine: the timer re-arms only when the guest
 answers, so a guest that stops answering stops polling for good; a paused VM polls nothing; last-update is the
 host's wall clock in whole seconds.
 
@@ -27,6 +27,7 @@ from typing import Any
 
 from ..stats import GuestStats
 from ..units import format_duration
+from ..qapi import RunState
 
 #: Tags 0-7: what a current driver fills (Linux >= 4.15; virtio-win).  A guest that leaves one of these unset
 #: while reporting others has an old or partial driver.
@@ -79,7 +80,7 @@ def _now_seconds(now: dt.datetime | float | None) -> float:
 
 
 def diagnose(stats: GuestStats, interval: int, now: dt.datetime | float | None = None,
-             running: bool = True, run_state: str | None = None) -> Diagnosis:
+             running: bool = True, run_state: RunState | None = None) -> Diagnosis:
     """Judge one sample.
 
     ``interval`` is ``guest-stats-polling-interval``; ``now`` is the host wall clock (aware datetime or epoch

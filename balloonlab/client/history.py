@@ -103,7 +103,7 @@ class History:
         """Append one sample (``time`` in host seconds since the epoch)."""
         with self._lock:
             o = self._open
-            o["time"].append(int(round(time * 1000)))
+            o["time"].append(round(time * 1000))
             o["last-update"].append(stats.last_update_seconds or _NONE)
             o["interval"].append(_store(interval))
             o["actual"].append(_store(actual))

@@ -3,9 +3,9 @@ off the threads that deliver them.
 
 Lab updates arrive on the lab's asyncio thread, whose callbacks must never block (that loop carries every lab's
 QMP traffic and the in-process emulators, and ipykernel's ``publish`` may wait seconds on its IO thread), and
-slider moves arrive in a comm handler, which must stay short (JupyterLab may run it on a kernel subshell).  Both only hand work to an
-:class:`UpdatePump`: ``put`` queues an update and ``submit`` queues a request, each O(1).  The pump's thread
-applies queued updates in batches, at most one batch per ``min_gap`` seconds (a burst of reports costs one
+slider moves arrive in a comm handler, which must stay short (JupyterLab may run it on a kernel subshell).  Both
+only hand work to an :class:`UpdatePump`: ``put`` queues an update and ``submit`` queues a request, each O(1).  The
+pump's thread applies queued updates in batches, at most one batch per ``min_gap`` seconds (a burst of reports costs one
 render), runs requests as soon as they come (they may talk QMP, which is why they run here), and calls ``tick``
 about once per ``tick_every`` seconds while idle (for ages such as "3 s ago").
 """
@@ -133,7 +133,7 @@ class UpdatePump:
                     self._guard(action)
                 if items:
                     started = time.thread_time()
-                    self._guard(lambda: self._apply(items))
+                    self._guard(lambda batch=items: self._apply(batch))
                     self.cpu_seconds += time.thread_time() - started
                     self.batches += 1
                     self.items += len(items)
@@ -154,10 +154,10 @@ class UpdatePump:
         # Nothing may kill the thread: a view that stops updating silently is worse than one that says why.
         try:
             fn()
-        except Exception as exc:  # noqa: BLE001 - reported, never raised into a thread that would die of it
+        except Exception as exc:
             log.exception("balloonlab: a live view update failed")
             if self._on_error is not None:
                 try:
                     self._on_error(exc)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("balloonlab: a live view's error handler failed")

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from .config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+from .config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, ClockKind, GuestModel, MachineConfig, QemuVersion
 from .runner import Emulator
 
-__all__ = ["Emulator", "MachineConfig", "BalloonSpec", "QEMU_VERSIONS", "GUEST_MODELS", "CLOCKS"]
+__all__ = ["Emulator", "MachineConfig", "BalloonSpec", "QEMU_VERSIONS", "GUEST_MODELS", "CLOCKS", "QemuVersion",
+           "GuestModel", "ClockKind"]

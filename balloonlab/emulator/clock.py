@@ -220,7 +220,7 @@ class Clock:
                 "(a real clock moves on its own)")
         if not seconds >= 0:
             raise ValueError(f"cannot advance by {seconds!r} seconds: give a number >= 0")
-        target = self._virtual_host + int(round(seconds * NS))
+        target = self._virtual_host + round(seconds * NS)
         self._dispatching = True
         try:
             while True:

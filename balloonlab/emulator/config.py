@@ -1,18 +1,23 @@
 """What an emulated QEMU is made of: the parsed equivalent of a qemu-system command line.
 
-``balloonlab emulate`` (``options.py``) and ``balloonlab.emulate()`` both build a :class:`MachineConfig`;
+``balloonlab emulate`` (``cli/emulate.py``) and ``balloonlab.emulate()`` both build a :class:`MachineConfig`;
 ``machine.py`` builds the VM from it.  Nothing here does anything: it is the contract between the two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 #: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
-QEMU_VERSIONS = ("7.2", "9.2", "10.0")
+QemuVersion = Literal["7.2", "9.2", "10.0"]
+QEMU_VERSIONS: tuple[QemuVersion, ...] = get_args(QemuVersion)
 #: Guest models (see guests.py).
-GUEST_MODELS = ("linux", "nodriver", "buggy", "partial", "windows")
-CLOCKS = ("real", "virtual")
+GuestModel = Literal["linux", "nodriver", "buggy", "partial", "windows"]
+GUEST_MODELS: tuple[GuestModel, ...] = get_args(GuestModel)
+#: ``real``: time passes as on the wall; ``virtual``: only when ``advance()`` says so (emulator/clock.py).
+ClockKind = Literal["real", "virtual"]
+CLOCKS: tuple[ClockKind, ...] = get_args(ClockKind)
 
 
 @dataclass
@@ -40,9 +45,9 @@ class MachineConfig:
     balloons: list[BalloonSpec] = field(default_factory=list)
     start_paused: bool = False  #: -S
     nodefaults: bool = False  #: -nodefaults
-    qemu_version: str = QEMU_VERSIONS[-1]
-    guest: str = "linux"
-    clock: str = "real"
+    qemu_version: QemuVersion = QEMU_VERSIONS[-1]
+    guest: GuestModel = "linux"
+    clock: ClockKind = "real"
     #: Seed for the guest's workload noise, so a virtual-clock run is reproducible.
     seed: int = 0
     #: Kernel of the ``linux`` guest: ``"6.1"`` (reports tags 0-9) or ``"6.12"`` (all 16).  None: what was

@@ -1,6 +1,6 @@
 """The virtio-balloon device: QEMU's stats polling state machine, balloon target and ``actual``.
 
-This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md and the spec, section B):
+This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md and docs/qemu-behaviour.md, B):
 
 * ``guest-stats-polling-interval`` is int64 seconds, 0 = off.  The same value again is a no-op; 0 deletes the
   timer and keeps the stats; off -> on fires the timer at once; on -> on restarts the countdown.

@@ -522,7 +522,7 @@ def _scalar_json(value: Any) -> str:
     if isinstance(value, int):
         return str(int(value))
     if isinstance(value, float):
-        return "%.17g" % value
+        return f"{value:.17g}"
     raise TypeError(f"cannot send a {type(value).__name__} over QMP")
 
 

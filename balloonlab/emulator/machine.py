@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EmulatorOptionError, QMPError
+from ..qapi import RunState
 from .clock import NS, VM, Clock
 from .commands import COMMANDS, check_arguments, lookup
 from .config import MachineConfig
@@ -74,7 +75,8 @@ def _set_realized(value: Any) -> None:
 def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: Callable[[], Any] | None) -> None:
     """One qomdata row as a property of ``obj``."""
     if getter is None and kind != "unreadable":
-        getter = (lambda v=value: copy.deepcopy(v))
+        def getter(v: Any = value) -> Any:
+            return copy.deepcopy(v)
     if kind == "static":
         obj.add(name, typ, getter, static=True)
     elif kind == "runtime" and name == "realized":
@@ -86,7 +88,7 @@ def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: C
 
 
 class Machine:
-    """One emulated VM (see the module docstring and iface.md)."""
+    """One emulated VM (see the module docstring and docs/emulator.md)."""
 
     def __init__(self, config: MachineConfig, clock: Clock) -> None:
         if config.qemu_version not in PROFILES:
@@ -100,7 +102,7 @@ class Machine:
         self.clock = clock
         self.profile = PROFILES[config.qemu_version]
         self.version = self.profile.tuple
-        self.run_state = "prelaunch"
+        self.run_state: RunState = "prelaunch"
         self.on_quit: Callable[[], None] | None = None
         self.events = MonitorEvents(clock)
         self.device: VirtioBalloon | None = None
@@ -331,7 +333,7 @@ class Machine:
         if not self.running and self.run_state != "shutdown":
             # QEMU's main loop after a reset: a VM that was not running is left in "prelaunch" (a stopped VM
             # reads "paused" before the reset and "prelaunch" after it; cont starts it as after -S)
-            self.run_state = "prelaunch"
+            self.run_state: RunState = "prelaunch"
         if self.device is not None:
             self.device.reset()
         self.guest.reset()
@@ -398,7 +400,7 @@ class Machine:
             devices.append({"path": self.device_path, **self.device.snapshot()})
         return {"clock": self.clock.mode, "guest": self.config.guest, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
-                # added to iface.md's fields: the host wall clock of this emulator (virtual runs have their own)
+                # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
                 "wall-clock": self.clock.wall_time()}
 
     def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:

@@ -64,7 +64,8 @@ class _Client:
 class QMPServer:
     """Serves one Machine to any number of clients on an already bound unix socket.
 
-    ``machine`` needs ``greeting()``, ``execute(command, arguments)`` and ``add_event_listener(cb)`` (iface.md);
+    ``machine`` needs ``greeting()``, ``execute(command, arguments)`` and ``add_event_listener(cb)``
+    (``emulator/machine.py``);
     optionally ``oob_commands`` (names that may be run with ``exec-oob``; none by default, as QEMU's balloon
     commands).
     """
@@ -100,7 +101,7 @@ class QMPServer:
             client.writer.close()
         tasks = list(self._clients.values())
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=CLOSE_FLUSH_TIMEOUT)
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_FLUSH_TIMEOUT)
             for client in list(self._clients):
                 client.writer.transport.abort()
             for task in pending:

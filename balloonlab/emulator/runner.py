@@ -66,7 +66,7 @@ def bind_private_socket(path: str) -> socket.socket:
 
 
 class Emulator:
-    """An emulated QEMU serving QMP (see iface.md).  ``start``/``stop`` run on the asyncio loop that owns it."""
+    """An emulated QEMU serving QMP (docs/emulator.md).  ``start``/``stop`` run on the asyncio loop that owns it."""
 
     def __init__(self, config: MachineConfig, socket_path: str | None = None) -> None:
         self.config = config

@@ -130,7 +130,7 @@ class CommandChannel:
             conn.settimeout(min(remaining, 0.5))
             try:
                 chunk = conn.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 if not self._alive():
                     self._drop()
                     raise GuestExecError(f"QEMU exited while {command!r} was running") from None

@@ -14,17 +14,14 @@ points QEMU at the tree's firmware and ``QEMU_MODULE_DIR`` at its modules, so ev
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import GuestImageError, LaunchError
 from .guest_image import default_cache_dir, file_lock

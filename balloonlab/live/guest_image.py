@@ -14,10 +14,8 @@ asking apt anything.  ``balloonlab guest build --rebuild`` fetches the newest cl
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
-import functools
 import gzip
 import hashlib
 import io
@@ -28,13 +26,12 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import GuestImageError
 

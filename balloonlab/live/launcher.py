@@ -17,16 +17,13 @@ to SIGTERM to SIGKILL, reaps the process and removes the sockets and the private
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time

@@ -234,7 +234,7 @@ class BalloonPanel(widgets.VBox):
             # reads could then differ in length and pair one report's time with another's values.
             columns = {c: v[-self.max_points:] for c, v in history.columns_dict(
                 ("last-update", "free-memory", "available-memory", "total-memory", "disk-caches")).items()}
-        except Exception:  # noqa: BLE001 - a history we cannot read just means an empty plot to start with
+        except Exception:
             log.debug("balloonlab panel: cannot seed the plot from the history", exc_info=True)
             return
         previous = None
@@ -476,7 +476,7 @@ class BalloonPanel(widgets.VBox):
             return
         try:
             apply()
-        except Exception as exc:  # noqa: BLE001 - any refusal goes to the status line, never into a handler
+        except Exception as exc:
             binding.refused(value)
             self._set_status(f"could not set {what}: {_describe_error(exc)}", "error")
             return

@@ -334,8 +334,9 @@ QUERY_STATUS_PRELAUNCH = Conversation("query-status (-S)", steps=[
     command("query-balloon"),
 ])
 
-PROTOCOL = [GREETING, PRE_NEGOTIATION, NEGOTIATION_ARGUMENTS, OUT_OF_BAND, ONE_CLIENT_AT_A_TIME, UNKNOWN_COMMAND, ID_ECHO, ARGUMENTS, MALFORMED, BROKEN_JSON, SPLIT,
-            FRAMING, QOM, QOM_WALK, POLLING_BACKEND_PATH, PROPERTIES, UNSET_STATS, BALLOON_PAUSED, QUERY_STATUS_PRELAUNCH]
+PROTOCOL = [GREETING, PRE_NEGOTIATION, NEGOTIATION_ARGUMENTS, OUT_OF_BAND, ONE_CLIENT_AT_A_TIME, UNKNOWN_COMMAND,
+            ID_ECHO, ARGUMENTS, MALFORMED, BROKEN_JSON, SPLIT, FRAMING, QOM, QOM_WALK, POLLING_BACKEND_PATH,
+            PROPERTIES, UNSET_STATS, BALLOON_PAUSED, QUERY_STATUS_PRELAUNCH]
 
 # --------------------------------------------------------------------------------------------------------------
 # A running VM with the device but no guest driver.
@@ -491,7 +492,8 @@ def _dropped(name: str, size: int):
 
 def _recovered(name: str, slack: int):
     def ok(reply: dict, saved: dict) -> bool:
-        return reply["return"]["stats"]["stat-free-memory"] >= saved[name]["return"]["stats"]["stat-free-memory"] - slack
+        before = saved[name]["return"]["stats"]["stat-free-memory"]
+        return reply["return"]["stats"]["stat-free-memory"] >= before - slack
     return ok
 
 

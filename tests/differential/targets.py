@@ -259,7 +259,7 @@ def _both(first, second) -> tuple[Any, Any]:
     def call(i: int, fn) -> None:
         try:
             results[i] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=call, args=(i, fn)) for i, fn in enumerate((first, second))]
