@@ -71,8 +71,8 @@ def parse_guest_size(value: str | int, what: str = "target", default_unit: str =
     ``balloon 0`` with ``Parameter 'target' expects a size``, and ``lab.qmp("balloon", value=0)`` still sends it.
     """
     shown = str(value).strip()
-    if not isinstance(value, bool) and (isinstance(value, int) and value < 0
-                                        or isinstance(value, str) and shown.startswith("-")):
+    if not isinstance(value, bool) and ((isinstance(value, int) and value < 0)
+                                        or (isinstance(value, str) and shown.startswith("-"))):
         raise InvalidValueError(f"{what} {shown} is negative: a guest needs more than 0 bytes (write e.g. 256M)")
     size = parse_size(value, default_unit)
     bare = isinstance(value, int) or _SIZE_RE.match(value).group(2) == ""  # type: ignore[union-attr]

@@ -162,7 +162,8 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     try:
         lab = magics.shell.user_ns[args.name]
     except KeyError:
-        raise UsageError(f"no variable named {args.name!r} (make one with {args.name} = balloonlab.emulate())") from None
+        raise UsageError(
+            f"no variable named {args.name!r} (make one with {args.name} = balloonlab.emulate())") from None
     if not isinstance(lab, Balloon):
         raise UsageError(f"{args.name} is a {type(lab).__name__}, not a balloonlab lab (make one with "
                          "balloonlab.emulate(), connect() or launch())")
@@ -283,9 +284,9 @@ def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
         if lab.backend == "emulated":
             raise UsageError("this emulated lab runs on the real clock (start one with "
                              "%balloon emulate --clock virtual)") from None
-        raise UsageError(f"this lab is {lab.backend}; only an emulated lab has a virtual clock "
-                         f"({'run `balloonlab emulate --clock virtual` and connect to it, or ' if lab.backend == 'connected' else ''}"
-                         "use %balloon emulate --clock virtual)") from None
+        socket = "run `balloonlab emulate --clock virtual` and connect to it, or " if lab.backend == "connected" else ""
+        raise UsageError(f"this lab is {lab.backend}; only an emulated lab has a virtual clock ({socket}use "
+                         "%balloon emulate --clock virtual)") from None
     print(f"advanced {format_duration(seconds)}")
 
 
