@@ -33,14 +33,19 @@ USAGE = f"""usage: balloonlab emulate [-qmp unix:PATH[,server=on][,wait=off]] [-
                           [-device virtio-balloon-pci[,id=ID][,PROP=VALUE...]] [-balloon virtio]
                           [-display none] [-accel tcg|kvm] [-machine TYPE[,accel=tcg|kvm]]
                           [--guest MODEL] [--qemu-version VERSION] [--clock real|virtual] [--seed N]
-                          [--guest-kernel VERSION]
+                          [--guest-kernel VERSION] [--single-client]
 
 Runs an emulated QEMU with a virtio-balloon device and serves QMP on a unix socket until a client sends
 'quit' or the process gets SIGINT/SIGTERM.  Prints the socket path on stdout, and removes it at exit.
 
+Unlike QEMU, the emulator serves several QMP clients on its socket at once (a notebook's lab, %%qmp and
+qmp-shell can share one VM).  Real QEMU serves one client per socket: a second one connects but gets no
+greeting until the first leaves.  --single-client behaves as QEMU does, to test a script before it meets a
+real VM.
+
 qemu-system options (same spelling as QEMU's):
   -qmp unix:PATH,server=on,wait=off   QMP socket (default: qmp.sock in a fresh private directory)
-  -m SIZE                 RAM: 512 (MiB), 512M, 1G, size=512M (default 128M, as QEMU)
+  -m SIZE                 RAM: 512 (MiB, as qemu-system's -m), 512M, 1G, size=512M (default 128M, as QEMU)
   -device virtio-balloon-pci[,id=ID][,deflate-on-oom=on|off][,free-page-reporting=on|off]
           [,free-page-hint=on|off][,page-poison=on|off][,guest-stats-polling-interval=SECONDS]
                           the balloon (without id: /machine/peripheral-anon/device[0])
@@ -52,7 +57,8 @@ balloonlab options:
   --qemu-version VERSION  {', '.join(QEMU_VERSIONS)}: which QEMU to answer as (default {QEMU_VERSIONS[-1]})
   --clock real|virtual    virtual: time only moves with the x-balloonlab-advance QMP command (default real)
   --seed N                seed of the guest's workload noise (default 0)
-  --guest-kernel VERSION  kernel of the linux guest: 6.1 or 6.12 (default: the one seen with that QEMU)"""
+  --guest-kernel VERSION  kernel of the linux guest: 6.1 or 6.12 (default: the one seen with that QEMU)
+  --single-client         serve one QMP client at a time, as QEMU does (default: every client at once)"""
 
 _BOOL_WORDS = {"on": True, "yes": True, "true": True, "y": True, "off": False, "no": False, "false": False, "n": False}
 _BALLOON_DRIVERS = {"virtio-balloon-pci": "virtio-balloon-pci", "virtio-balloon": "virtio-balloon-pci"}
@@ -61,7 +67,7 @@ _ACCELS = ("tcg", "kvm")
 #: Options taking a value, and flags; values are the canonical (single-dash) names.
 _WITH_VALUE = {"-qmp", "-m", "-device", "-balloon", "-display", "-accel", "-machine", "-M",
                "-guest", "-qemu-version", "-clock", "-seed", "-guest-kernel"}
-_FLAGS = {"-S", "-nodefaults", "-enable-kvm"}
+_FLAGS = {"-S", "-nodefaults", "-enable-kvm", "-single-client"}
 
 
 @dataclass
@@ -229,6 +235,8 @@ def parse_args(argv: Sequence[str]) -> EmulateOptions:
                 config.start_paused = True
             elif name == "-nodefaults":
                 config.nodefaults = True
+            elif name == "-single-client":
+                config.single_client = True
             continue
         if inline is None:
             if i >= len(args):

@@ -464,19 +464,23 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
             qemu_version: QemuVersion = "10.0",
             id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
-            boot_delay: float = 0.05) -> Balloon:
+            boot_delay: float = 0.05, single_client: bool = False) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
     legacy ``-balloon virtio`` placement) so the doc's examples run verbatim; ``id="balloon0"`` puts it at
     ``/machine/peripheral/balloon0``.  ``memory``: ``"512M"``, ``"1G"`` or bytes (a bare number is bytes, as
-everywhere in the API; ``emulate(memory=512)`` is refused with "did you mean '512M'?").  ``guest_kernel`` (``"6.1"``
+    everywhere in the API; ``emulate(memory=512)`` is refused with "did you mean '512M'?").  ``guest_kernel`` (``"6.1"``
     or ``"6.12"``) picks the ``linux`` guest's kernel; None: the one observed with that QEMU (6.1 with 7.2, 6.12
     after), so ``emulate(qemu_version="7.2", guest_kernel="6.12")`` shows QEMU 7.2 ignoring tags >= 10.
 
     ``boot_delay`` is how long the emulated guest takes from power-on to its balloon driver's boot report (a real
     TCG boot takes seconds; ``balloonlab emulate`` models 1 s).  Like ``launch()``, which waits for its guest,
     ``emulate()`` returns once a running guest's boot report is there, so ``emulate().stats()`` has numbers.
+
+    The emulator serves several QMP clients on ``lab.socket_path`` at once (qmp-shell can attach beside the lab);
+    real QEMU serves one per socket.  ``single_client=True`` behaves as QEMU: while this lab is connected, another
+    client connects but gets no greeting until the lab closes.
     """
     try:
         from ..emulator import Emulator
@@ -493,7 +497,7 @@ everywhere in the API; ``emulate(memory=512)`` is refused with "did you mean '51
     ram = parse_guest_size(memory, "memory")
     config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
                            qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed,
-                           guest_kernel=guest_kernel, boot_delay=boot_delay)
+                           guest_kernel=guest_kernel, boot_delay=boot_delay, single_client=single_client)
 
     async def start() -> Any:
         emu = Emulator(config, socket_path)

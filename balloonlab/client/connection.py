@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 import threading
 import time
@@ -158,8 +159,13 @@ class BalloonClient:
                     continue
                 if self.exit_cause_now() is not None:
                     raise BalloonDisconnectedError(self.disconnected_message()) from None
-                why = (f"no QMP greeting within {timeout:g} s" if isinstance(cause, asyncio.TimeoutError)
-                       else str(cause) or type(cause).__name__)
+                if isinstance(cause, asyncio.TimeoutError):
+                    why = f"no QMP greeting within {timeout:g} s"
+                elif isinstance(cause, OSError) and cause.errno in (errno.EAGAIN, errno.EINVAL):
+                    # Linux refuses a unix connection whose listen queue is full; asyncio then reports EINVAL
+                    why = "its queue of waiting connections is full"
+                else:
+                    why = str(cause) or type(cause).__name__
                 raise BalloonDisconnectedError(
                     f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
                     "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "

@@ -57,3 +57,6 @@ class MachineConfig:
     #: (1 s; a TCG boot of the tiny guest takes 2.5-4 s).  ``balloonlab.emulate()`` asks for a quick boot so that a
     #: lab has stats at once; only the duration changes, never the order of what happens.
     boot_delay: float | None = None
+    #: Serve one QMP client at a time, as QEMU does (the others wait ungreeted); False (the default) serves every
+    #: client at once, so a notebook's lab, %%qmp and qmp-shell can share one emulated VM (emulator/qmp_server.py).
+    single_client: bool = False
