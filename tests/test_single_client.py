@@ -54,7 +54,7 @@ def emulated_socket() -> Iterator[str]:
 
 
 @pytest.fixture()
-def live_socket(start_vm) -> str:  # noqa: F811
+def live_socket(start_vm) -> str:
     return str(start_vm(guest=False, memory="256M").qmp_socket)
 
 
