@@ -320,3 +320,14 @@ def test_no_request_while_stats_vq_is_not_acked():
     assert dev.statsq.holder == "device" and dev.statsq.exchanges == 1  # never handed back, timer still armed
     assert dev.timer is not None and dev.timer.expire_ns > clock.vm_ns()  # it fired and re-armed each time
     assert clock.vm_ns() == 5 * 10**9
+
+
+@pytest.mark.parametrize("props, size", [
+    ({}, 16),                                                   # page-poison=on by default: the full struct
+    ({"page_poison": False}, 8),                                # nothing that needs more: num_pages and actual
+    ({"page_poison": False, "free_page_reporting": True}, 16),  # any of the three features: all four fields
+])
+def test_config_space_size_follows_qemus_virtio_balloon_config_size(props, size):
+    m, clock, _ = make(**props)
+    config = m.execute("x-balloonlab-status", {})["devices"][0]["config"]
+    assert len(bytes.fromhex(config["bytes"])) == size

@@ -50,7 +50,9 @@ class VirtioState:
     Feature words as bit masks and names (balloon bits ``VIRTIO_BALLOON_F_*`` and transport bits ``VIRTIO_F_*``,
     ``VIRTIO_RING_F_*``), the device status byte the driver wrote (15 = ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK),
     the number of virtqueues, and the config space: ``num_pages`` (what the host asks the guest to give up) and
-    ``actual`` (what the driver says it holds), both in 4 KiB pages, and its 8 bytes.
+    ``actual`` (what the driver says it holds), both in 4 KiB pages, and its bytes: 16 with QEMU's default
+    page-poison=on (then also free_page_hint_cmd_id and poison_val), 8 when page-poison, free-page-hint and
+    free-page-reporting are all off.
     """
 
     host_features: int
