@@ -1,7 +1,7 @@
 """The ``balloonlab`` command: a thin dispatcher to the module that owns each subcommand.
 
     balloonlab emulate ...      an emulated QEMU serving QMP (qemu-system spelling; cli/emulate.py)
-    balloonlab guest build      build and cache the tiny guest image (cli/guest.py)
+    balloonlab guest build|path|qemu   the tiny guest image, and Debian 13's QEMU (cli/guest.py)
     balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
     balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
 
@@ -16,7 +16,10 @@ from typing import Sequence
 USAGE = """usage: balloonlab {emulate,guest,launch,lab} ...
 
   emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
-  guest      'guest build': build and cache the tiny Linux guest image for live labs
+  guest      the tiny Linux guest of live labs, and a second QEMU to compare with:
+               guest build   build and cache the guest image (kernel + busybox initramfs)
+               guest path    print where the cached image is, without building it
+               guest qemu    build Debian 13's QEMU 10.0 for live labs (root)
   launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
   lab        open JupyterLab on the quickstart notebook (emulated backend)
 
