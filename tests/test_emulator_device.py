@@ -328,6 +328,6 @@ def test_no_request_while_stats_vq_is_not_acked():
     ({"page_poison": False, "free_page_reporting": True}, 16),  # any of the three features: all four fields
 ])
 def test_config_space_size_follows_qemus_virtio_balloon_config_size(props, size):
-    m, clock, _ = make(**props)
+    m, _, _ = make(**props)
     config = m.execute("x-balloonlab-status", {})["devices"][0]["config"]
     assert len(bytes.fromhex(config["bytes"])) == size
