@@ -62,5 +62,11 @@ def test_quickstart_panel_outlives_its_lab(lab_page) -> None:
     for slider in ("balloonlab-interval", "balloonlab-target"):  # ipywidgets marks a disabled slider's track
         assert lab_page.page.locator(f"{panel} .{slider} .noUi-target[disabled]").count() == 1, slider
     assert "closed" in lab_page.text(f"{panel} .balloonlab-doctor")
+    # the stats table fits the panel: no column (the meaning column last) is cut at the panel's right edge
+    overflow = lab_page.page.evaluate("""(sel) => {
+        const panel = document.querySelector(sel), table = panel.querySelector('.balloonlab-stats table');
+        return table.getBoundingClientRect().right - panel.getBoundingClientRect().right;
+    }""", panel)
+    assert overflow <= 1, f"the stats table runs {overflow:.0f} px past the panel"
     assert lab_page.widget_errors() == 0
     lab_page.screenshot("notebook-01-quickstart-closed-panel", selector=panel)
