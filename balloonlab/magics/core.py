@@ -207,6 +207,10 @@ class BalloonMagics(Magics):
 
         Lines starting with # are comments. Every command is checked before the first is sent: a typo anywhere
         sends nothing. A QMP error reply is shown, not raised, and the next command still runs.
+
+        The commands go over the lab's own QMP connection. Real QEMU serves one client per QMP socket (a second
+        one waits, ungreeted, until the first leaves); balloonlab's emulator serves several at once, so qmp-shell
+        can attach beside a lab, unless it runs with --single-client (emulate(single_client=True)).
         """
         if {"-h", "--help"} & set(arg_split(line, strict=False)):
             print(self.qmp.__doc__)
