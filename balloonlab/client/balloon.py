@@ -318,7 +318,14 @@ class Balloon:
             raise BalloonDisconnectedError(
                 f"cannot connect to the QMP socket {self.socket_path}: it does not exist (is QEMU, or `balloonlab "
                 f"emulate`, running?){kept}")
-        self._run(self._client.reconnect(timeout=timeout), timeout + self.timeout)
+        try:
+            self._run(self._client.reconnect(timeout=timeout), timeout + self.timeout)
+        except BalloonDisconnectedError as exc:
+            if not self.connected:
+                raise
+            raise BalloonDisconnectedError(
+                f"{exc} The current connection is kept: it still works (a QEMU that serves one client per socket "
+                "cannot greet a second connection while this one is open).") from None
 
     def close(self) -> None:
         """Disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
