@@ -521,8 +521,13 @@ class BalloonPanel(widgets.VBox):
             self.events.render()
             self._set_status(f"disconnected: {reason}", "error")
             # The last verdict ("healthy -- answered 1 s ago") would go on claiming a live guest: say why not.
-            again = ("this lab is closed for good: start a new one" if getattr(self.lab, "closed", False)
-                     else "lab.reconnect() connects again once QEMU is back")
+            vm = getattr(self.lab, "vm", None)
+            if getattr(self.lab, "closed", False):
+                again = "this lab is closed for good: start a new one"
+            elif vm is not None and not vm.alive:  # the QEMU this lab started is gone: nothing will come back
+                again = "the QEMU this lab started has ended: start a new lab with balloonlab.launch()"
+            else:
+                again = "lab.reconnect() connects again once QEMU is back"
             self.doctor.show(Diagnosis(
                 "disconnected", f"No connection to QEMU ({reason}): the stats shown are the last ones read, not "
                 f"live; {again}.", "error"))
