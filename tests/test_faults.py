@@ -275,7 +275,7 @@ def test_socket_removed_under_a_live_lab(qemu_binary):
 @pytest.mark.qemu
 def test_qemu_sigkilled_mid_watch(guest_image):
     lab = balloonlab.launch(image=guest_image, timeout=30)
-    pid, workdir, socket_path = lab.vm.pid, Path(lab.socket_path).parent, lab.socket_path
+    pid, workdir = lab.vm.pid, Path(lab.socket_path).parent
     try:
         lab.polling_interval = 1
         updates, _ = collect(lab)
