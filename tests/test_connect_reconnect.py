@@ -67,3 +67,11 @@ def test_a_failed_reconnect_keeps_the_working_connection() -> None:
         assert lab._client._qmp is before and lab.connected
         lab.polling_interval = 3
         assert lab.polling_interval == 3
+
+
+def test_repr_says_connected_once() -> None:
+    with balloonlab.emulate() as emulated, balloonlab.connect(emulated.socket_path) as connected:
+        for lab in (emulated, connected):
+            text = repr(lab)
+            assert text.startswith(f"<Balloon {lab.backend} QEMU ") and text.count("connected") <= 1, text
+    assert repr(connected) == f"<Balloon connected (closed) {connected.socket_path}>"
