@@ -228,8 +228,8 @@ class GuestStats(_Mapping):
         values = [self.get(k) for k in d.needs]
         if any(v is None for v in values):
             return None
-        total, *rest = values
-        return total - sum(rest)  # type: ignore[operator]
+        total, *rest = (v for v in values if v is not None)
+        return total - sum(rest)
 
     def used_memory_table(self) -> list[dict]:
         """All definitions side by side: name, formula, bytes (or None), who uses it."""

@@ -11,7 +11,7 @@ Every ``main()`` and argument parser of the package lives in this folder; the li
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 USAGE = """usage: balloonlab {emulate,guest,launch,lab} ...
 
@@ -32,6 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    run: Callable[[Sequence[str] | None], int]
     if command == "emulate":
         from .emulate import main as run
     elif command == "guest":

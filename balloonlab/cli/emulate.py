@@ -23,11 +23,13 @@ import asyncio
 import signal
 import sys
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from ..errors import EmulatorOptionError
 from ..units import parse_guest_size
 from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
+
+T = TypeVar("T", bound=str)
 
 USAGE = f"""usage: balloonlab emulate [-qmp unix:PATH[,server=on][,wait=off]] [-m SIZE] [-S] [-nodefaults]
                           [-device virtio-balloon-pci[,id=ID][,PROP=VALUE...]] [-balloon virtio]
@@ -205,10 +207,11 @@ def _accept_machine(text: str) -> None:
             raise _fail(option, f"machine property '{key}' is not modelled")
 
 
-def _choice(option: str, value: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise _fail(option, f"'{value}' is not one of {', '.join(choices)}")
-    return value
+def _choice(option: str, value: str, choices: Sequence[T]) -> T:
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise _fail(option, f"'{value}' is not one of {', '.join(choices)}")
 
 
 def parse_args(argv: Sequence[str]) -> EmulateOptions:

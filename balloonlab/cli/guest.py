@@ -53,16 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--kernel", default=None, help="use this vmlinuz instead of the Debian cloud kernel")
         if name == "build":
             p.add_argument("--rebuild", action="store_true", help="build again (fetches the newest cloud kernel)")
-    args = parser.parse_args(args)
-    if args.action == "path":
-        image = find_image(args.cache_dir, args.kernel)
+    options = parser.parse_args(args)
+    if options.action == "path":
+        image = find_image(options.cache_dir, options.kernel)
         if image is None:
-            cache = args.cache_dir or default_cache_dir()
+            cache = options.cache_dir or default_cache_dir()
             print(f"no guest image built yet in {cache} (run: balloonlab guest build)", file=sys.stderr)
             return 1
     else:
         started = time.monotonic()
-        image = ensure_image(args.cache_dir, kernel=args.kernel, rebuild=args.rebuild, log=cli_say)
+        image = ensure_image(options.cache_dir, kernel=options.kernel, rebuild=options.rebuild, log=cli_say)
         print(f"guest image ready in {time.monotonic() - started:.1f} s")
     print(f"kernel:  {image.kernel}  ({image.kernel_version}, {image.source})")
     print(f"initrd:  {image.initrd}  (modules: {', '.join(image.modules) or 'none'})")

@@ -500,12 +500,13 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
         raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
     if clock not in CLOCKS:
         raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of {', '.join(CLOCKS)}")
-    if str(qemu_version) not in QEMU_VERSIONS:
+    version = next((v for v in QEMU_VERSIONS if v == str(qemu_version)), None)
+    if version is None:
         raise EmulatorOptionError(
             f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
     ram = parse_guest_size(memory, "memory")
     config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
-                           qemu_version=str(qemu_version), guest=guest, clock=clock, seed=seed,
+                           qemu_version=version, guest=guest, clock=clock, seed=seed,
                            guest_kernel=guest_kernel, boot_delay=boot_delay, single_client=single_client)
 
     async def start() -> Any:

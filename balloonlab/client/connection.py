@@ -194,6 +194,7 @@ class BalloonClient:
         self._update_follower()
 
     async def _read_basics(self) -> None:
+        assert self._qmp is not None  # connect() set it before reading the basics
         greeting = self._qmp.greeting
         raw = getattr(greeting, "_raw", None) or {}
         self.greeting = dict(raw)
@@ -334,8 +335,9 @@ class BalloonClient:
             raise BalloonDisconnectedError(
                 f"QEMU at {self.socket_path} did not answer {command!r} within {timeout:g} s (is it stopped with "
                 "SIGSTOP, or stuck?)") from None
-        if command == "balloon" and isinstance((arguments or {}).get("value"), int):
-            self._observe_target(arguments["value"])  # set_target, lab.qmp("balloon"), %%qmp balloon alike
+        value = (arguments or {}).get("value")
+        if command == "balloon" and isinstance(value, int):
+            self._observe_target(value)  # set_target, lab.qmp("balloon"), %%qmp balloon alike
         return result
 
     async def qom_get(self, prop: str) -> Any:

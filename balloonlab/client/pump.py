@@ -12,6 +12,7 @@ about once per ``tick_every`` seconds while idle (for ages such as "3 s ago").
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -133,7 +134,7 @@ class UpdatePump:
                     self._guard(action)
                 if items:
                     started = time.thread_time()
-                    self._guard(lambda batch=items: self._apply(batch))
+                    self._guard(functools.partial(self._apply, items))
                     self.cpu_seconds += time.thread_time() - started
                     self.batches += 1
                     self.items += len(items)

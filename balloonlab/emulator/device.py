@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import QMPError
 from ..stats import UNSET, stats_for_version
-from .clock import NS, VM, Clock
+from .clock import NS, VM, Clock, Timer
 from .qom import is_int64, qdict, type_error
 from .virtio import (
     CONFIG_SIZE_LEGACY,
@@ -62,7 +62,7 @@ class VirtioBalloon:
         self.stats: list[int] = [UNSET] * self.n_known
         self.last_update = 0
         self.poll_interval = 0
-        self.timer = None
+        self.timer: Timer | None = None
         self.reports = 0
         self.statsq = StatsVirtqueue(clock, self.n_known)
         self.statsq.on_report = self._receive_stats
@@ -102,9 +102,9 @@ class VirtioBalloon:
             self.poll_interval = value
             self._rearm()
             return
-        self.timer = self.clock.new_timer(VM, self._poll)
+        timer = self.timer = self.clock.new_timer(VM, self._poll)
         self.poll_interval = value
-        self.timer.mod(self.clock.vm_ns())  # first request at once
+        timer.mod(self.clock.vm_ns())  # first request at once
 
     def _destroy_timer(self) -> None:
         if self.timer is not None:
@@ -113,7 +113,8 @@ class VirtioBalloon:
         self.poll_interval = 0
 
     def _rearm(self) -> None:
-        self.timer.mod(self.clock.vm_ns() + self.poll_interval * NS)  # type: ignore[union-attr]
+        assert self.timer is not None  # only re-armed while polling is on
+        self.timer.mod(self.clock.vm_ns() + self.poll_interval * NS)
 
     def _poll(self) -> None:
         # The request; re-armed only when the guest answers.  With no buffer held (device_return says False) or

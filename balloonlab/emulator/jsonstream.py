@@ -55,6 +55,13 @@ _NONCHARACTER = re.compile(f"[{_NONCHARACTERS}]")
 _ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")
 
 
+def _end_of(run: re.Pattern[bytes], data: bytes, i: int, stop: int | None = None) -> int:
+    """Where ``run`` (a pattern that also matches the empty string, so it always matches) ends, from ``i``."""
+    match = run.match(data, i, len(data) if stop is None else stop)
+    assert match is not None  # every run pattern above ends in ``*``
+    return match.end()
+
+
 #: QEMU's QDict is a hash table of this many buckets; its iteration order is the order of QEMU's JSON output.
 QDICT_BUCKETS = 512
 
@@ -356,7 +363,7 @@ class JSONMessageReader:
     def _run(self, pattern: re.Pattern, data: bytes, i: int) -> int:
         """Append the run ``pattern`` matches at ``i`` (at most up to the token size limit); return the new i."""
         room = MAX_TOKEN_SIZE + 1 - len(self._token)
-        end = pattern.match(data, i, min(len(data), i + room)).end()
+        end = _end_of(pattern, data, i, min(len(data), i + room))
         self._token += data[i:end]
         return end
 
@@ -375,7 +382,7 @@ class JSONMessageReader:
         while i < n:
             state = self._state
             if state == _START:
-                i = _WHITESPACE.match(data, i).end()
+                i = _end_of(_WHITESPACE, data, i)
                 if i >= n:
                     break
                 c = data[i]
@@ -401,7 +408,7 @@ class JSONMessageReader:
                     token.clear()
                     self._stray(c)
             elif state == _RECOVERY:
-                i = _RECOVERY_SKIP.match(data, i).end()
+                i = _end_of(_RECOVERY_SKIP, data, i)
                 if i < n:
                     self._state = _START
             elif state in (_DQ, _SQ):
@@ -588,7 +595,7 @@ def _qemu_floats(text: str) -> str:
 
 def _slow_json(value: Any) -> str:
     out: list[str] = []
-    stack: list[list] = []  # [iterator, is_dict, first]
+    stack: list[list[Any]] = []  # [iterator, is_dict, first]
     while True:
         if isinstance(value, dict):
             if value:
@@ -606,7 +613,7 @@ def _slow_json(value: Any) -> str:
             out.append(_scalar_json(value))
         while stack:
             frame = stack[-1]
-            item = next(frame[0], _END)
+            item: Any = next(frame[0], _END)
             if item is _END:
                 out.append("}" if frame[1] else "]")
                 stack.pop()

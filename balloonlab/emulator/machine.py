@@ -72,6 +72,11 @@ def _set_realized(value: Any) -> None:
         raise QMPError("GenericError", "balloonlab emulator: unrealizing (unplugging) a device is not modelled")
 
 
+def _constant(value: Any) -> Callable[[], Any]:
+    """A getter that always answers ``value`` (a fresh closure per property, not a loop variable's last value)."""
+    return lambda: value
+
+
 def _add_row(obj: QObject, name: str, typ: str, value: Any, kind: str, getter: Callable[[], Any] | None) -> None:
     """One qomdata row as a property of ``obj``."""
     if getter is None and kind != "unreadable":
@@ -138,8 +143,8 @@ class Machine:
                 # -balloon virtio as QEMU's stats doc shows it: one anonymous device before the balloon.
                 other = QObject("virtio-serial-pci")
                 other.add("parent_bus", "link<bus>", lambda: "/machine/i440fx/pci.0")
-                for name, typ, value, _ in PCI_PROXY[2:5]:
-                    other.add(name, typ, (lambda v=value: v))
+                for name, prop_type, value, _ in PCI_PROXY[2:5]:
+                    other.add(name, str(prop_type), _constant(value))
                 anon.add_child("device[0]", other)
                 anon.add_child("device[1]", proxy)
             elif spec.id:
@@ -156,7 +161,7 @@ class Machine:
                    "type": lambda: machine.type_name}
         for name, typ, value, kind in MACHINE:
             if kind == "child":
-                child = machine.add_child(name, QObject(value))
+                child = machine.add_child(name, QObject(str(value)))
                 if name == "i440fx":
                     child.add_child("pci.0", QObject("PCI"))
             else:
@@ -177,7 +182,7 @@ class Machine:
             dev.set_poll_interval(spec.polling_interval)
         proxy = QObject(spec.driver, props=False)
         backend = QObject("virtio-balloon-device", props=False)
-        spec_values = {"deflate-on-oom": spec.deflate_on_oom, "free-page-hint": spec.free_page_hint,
+        spec_values: dict[str, Any] = {"deflate-on-oom": spec.deflate_on_oom, "free-page-hint": spec.free_page_hint,
                        "free-page-reporting": spec.free_page_reporting, "page-poison": spec.page_poison}
         device_props = {"guest-stats": (dev.guest_stats, None),
                         POLL_PROPERTY: (lambda: dev.poll_interval, dev.set_poll_interval)}
@@ -190,11 +195,11 @@ class Machine:
             else:
                 _add_row(backend, name, typ, spec_values.get(name, value), kind,
                          (lambda: backend.type_name) if name == "type" else None)
-        for name, typ, value, kind in PCI_PROXY:
+        for name, proxy_type, value, kind in PCI_PROXY:
             if kind == "alias":
                 proxy.add_alias(name, backend, name)
             elif kind == "child" and name == "virtio-bus":
-                bus = proxy.add_child(name, QObject(value))
+                bus = proxy.add_child(name, QObject(str(value)))
                 bus.add("realized", "bool", lambda: True, _set_realized)
                 bus.add("child[0]", "link<virtio-balloon-device>", lambda: backend.path)
                 bus.add("hotplug-handler", "link<hotplug-handler>", lambda: "")
@@ -203,7 +208,8 @@ class Machine:
             elif kind == "mr":
                 proxy.add_child(name, QObject("memory-region"))
             else:
-                _add_row(proxy, name, typ, value, kind, (lambda: proxy.type_name) if name == "type" else None)
+                _add_row(proxy, name, str(proxy_type), value, kind,
+                         (lambda: proxy.type_name) if name == "type" else None)
         return proxy
 
     # -- power and run state ------------------------------------------------------------------------------------
@@ -333,7 +339,7 @@ class Machine:
         if not self.running and self.run_state != "shutdown":
             # QEMU's main loop after a reset: a VM that was not running is left in "prelaunch" (a stopped VM
             # reads "paused" before the reset and "prelaunch" after it; cont starts it as after -S)
-            self.run_state: RunState = "prelaunch"
+            self.run_state = "prelaunch"
         if self.device is not None:
             self.device.reset()
         self.guest.reset()
@@ -407,7 +413,7 @@ class Machine:
         dev = self._need_device()
         if path is not None:
             node = resolve(self.root, path)
-            if node.path not in (self.device_path, self.device_path + "/virtio-backend"):
+            if node.path not in (self.device_path, self._backend_path()):
                 raise QMPError("GenericError", f"'{path}' is not a virtio-balloon device")
         return dev.statsq.trace(since)
 

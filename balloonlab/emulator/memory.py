@@ -23,6 +23,7 @@ from a seeded ``random.Random``, so a virtual-clock run is reproducible.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 MiB = 1 << 20
@@ -84,7 +85,8 @@ class MemoryModel:
         self.swap_size = _pages(ram_size // 2 if swap_size is None else swap_size)
         self.rng = random.Random(seed)
         self._idle = (anon, kern, cache)
-        self.on_oom_deflate = None  # set by the driver when deflate-on-oom: callback(bytes_needed) -> freed
+        #: Set by the driver when deflate-on-oom: callback(bytes_needed) -> bytes freed.
+        self.on_oom_deflate: Callable[[int], int] | None = None
         self.boot(0)
 
     def boot(self, now_ns: int) -> None:

@@ -141,7 +141,9 @@ class QMPServer:
             return
         self._count += 1
         client = _Client(writer, self._count)
-        self._clients[client] = asyncio.current_task()
+        task = asyncio.current_task()
+        assert task is not None  # asyncio.start_unix_server runs each connection in its own task
+        self._clients[client] = task
         try:
             client.send(to_json(self.machine.greeting()))
             stream = JSONMessageReader()

@@ -169,7 +169,8 @@ def resolve(root: QObject, path: str, report_ambiguous: bool = True) -> QObject:
     parts = [p for p in path.split("/") if p]
     matches = []
     for node in root.walk():
-        chain, cur = [], node
+        chain: list[str] = []
+        cur: QObject | None = node
         while cur is not None and cur.parent is not None and len(chain) < len(parts):
             chain.append(cur.name)
             cur = cur.parent

@@ -14,7 +14,10 @@ Each row is ``(name, type, value, kind)``.  ``kind`` says how machine.py builds 
 
 from __future__ import annotations
 
-PCI_PROXY = (
+from typing import Any
+
+#: (name, QOM type or None for an alias of the backend's property, value, kind)
+PCI_PROXY: tuple[tuple[str, str | None, Any, str], ...] = (
     ("type", "string", None, "ro"),
     ("parent_bus", "link<bus>", "/machine/i440fx/pci.0", "link"),
     ("realized", "bool", True, "runtime"),
@@ -76,7 +79,7 @@ PCI_PROXY = (
     ("virtio-backend", "child<virtio-balloon-device>", "virtio-balloon-device", "child"),
 )
 
-BACKEND = (
+BACKEND: tuple[tuple[str, str, Any, str], ...] = (
     ("type", "string", None, "ro"),
     ("parent_bus", "link<bus>", None, "link"),  # value: the proxy's virtio-bus
     ("realized", "bool", True, "runtime"),
@@ -104,7 +107,7 @@ BACKEND = (
 )
 
 #: /machine (pc-i440fx) without its dynamic members (memory, rtc-time) and children, which machine.py adds.
-MACHINE = (
+MACHINE: tuple[tuple[str, str, Any, str], ...] = (
     ("type", "string", None, "ro"),
     ("kernel", "string", "", "static"),
     ("dt-compatible", "string", "", "static"),

@@ -15,7 +15,7 @@ VirtIODevice``.  The 9.2 profile answers as 10.0 (chosen, not observed).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import QMPError
 from .qom import qdict
@@ -80,7 +80,7 @@ def decode_features(version: tuple[int, int], bitmap: int) -> dict:
     """``VirtioDeviceFeatures`` of a balloon: transports, dev-features, and unknown-dev-features if any bit is left."""
     transports, bitmap = _convert(_table(version, _TRANSPORT_MAP, ALL_FEATURES), bitmap)
     dev, bitmap = _convert(_table(version, _BALLOON_MAP, ALL_FEATURES), bitmap)
-    pairs = [("transports", transports), ("dev-features", dev)]
+    pairs: list[tuple[str, Any]] = [("transports", transports), ("dev-features", dev)]
     if bitmap:
         pairs.append(("unknown-dev-features", bitmap))
     return qdict(pairs)

@@ -398,7 +398,7 @@ def _read_module(path: Path) -> bytes:
         return gzip.decompress(data)
     if suffix == ".zst":
         try:
-            from compression import zstd  # Python >= 3.14
+            from compression import zstd  # type: ignore[import-not-found,unused-ignore]  # Python >= 3.14
         except ImportError:
             raise GuestImageError(
                 f"{path.name} is zstd-compressed and this Python cannot decompress it; "

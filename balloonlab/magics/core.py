@@ -12,7 +12,7 @@ made it (then they also close it), and the running watches.  Decisions, also wri
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_var_expand
@@ -24,6 +24,10 @@ from .qmp_text import QMPTextError, parse_qmp_text
 from .watch import StatsWatch
 from . import subcommands
 from .qmp import run_commands
+
+if TYPE_CHECKING:
+    from ..client.balloon import Balloon
+    from ..widgets import BalloonPanel
 
 __all__ = ["BalloonMagics"]
 
@@ -51,18 +55,24 @@ class BalloonMagics(Magics):
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self.lab: Any = None  #: the current lab (a balloonlab.Balloon) or None
-        self._owned: list[Any] = []  #: labs these magics started (closed on replace and on unload)
+        self.lab: Balloon | None = None  #: the current lab or None
+        self._owned: list[Balloon] = []  #: labs these magics started (closed on replace and on unload)
         self.watches: list[StatsWatch] = []
-        self.panels: list[Any] = []  #: BalloonPanels made by %balloon panel (closed on unload: they run a thread)
+        self.panels: list[BalloonPanel] = []  #: made by %balloon panel (closed on unload: they run a thread)
+
+    @property
+    def user_ns(self) -> dict[str, Any]:
+        """The notebook's namespace (the shell is always set once the extension is loaded)."""
+        assert self.shell is not None
+        return self.shell.user_ns
 
     # the current lab ----------------------------------------------------------------------------------------------
-    def require_lab(self) -> Any:
+    def require_lab(self) -> Balloon:
         if self.lab is None:
             raise UsageError(NO_LAB_HINT)
         return self.lab
 
-    def start_lab(self, factory: Callable[[], Any]) -> Any:
+    def start_lab(self, factory: Callable[[], Balloon]) -> Balloon:
         """Start a lab with ``factory``; on success it replaces the current one (closed if ours)."""
         try:
             lab = factory()
@@ -76,14 +86,14 @@ class BalloonMagics(Magics):
             self.close_lab(previous, make_current_none=False)
         return lab
 
-    def adopt_lab(self, lab: Any) -> None:
+    def adopt_lab(self, lab: Balloon) -> None:
         """Make a lab made elsewhere current, without taking ownership (the magics never close it)."""
         previous = self.lab
         self.lab = lab
         if previous is not None and previous is not lab and any(previous is o for o in self._owned):
             self.close_lab(previous, make_current_none=False)
 
-    def close_lab(self, lab: Any, make_current_none: bool = True) -> None:
+    def close_lab(self, lab: Balloon, make_current_none: bool = True) -> None:
         """Stop the watches on ``lab``, close it, and freeze its panels: they stay on screen with the lab's last
         state and say it is closed (a notebook run with Run All and saved still shows them)."""
         for watch in [w for w in self.watches if w.lab is lab]:
@@ -112,7 +122,7 @@ class BalloonMagics(Magics):
         cell_id = ((parent or {}).get("metadata") or {}).get("cellId")
         return cell_id if isinstance(cell_id, str) and cell_id else None
 
-    def start_watch(self, lab: Any) -> StatsWatch:
+    def start_watch(self, lab: Balloon) -> StatsWatch:
         """Start a watch in this cell's output.  Several run at once (from different cells); one started by the
         same cell as an earlier active one replaces it (re-running the cell: the old output is gone)."""
         cell_id = self.current_cell_id()
@@ -133,9 +143,10 @@ class BalloonMagics(Magics):
         return len(running)
 
     # panels -------------------------------------------------------------------------------------------------------
-    def close_panels(self, lab: Any = None) -> int:
+    def close_panels(self, lab: Balloon | None = None) -> int:
         """Close the panels ``%balloon panel`` made (of ``lab`` only, if given); returns how many were open."""
-        keep, close = [], []
+        keep: list[BalloonPanel] = []
+        close: list[BalloonPanel] = []
         for panel in self.panels:
             (close if lab is None or panel.lab is lab else keep).append(panel)
         self.panels = [p for p in keep if not p.closed]
@@ -235,5 +246,5 @@ class BalloonMagics(Magics):
             exc.where = "%%qmp"
             raise
         if args.output is not None:
-            self.shell.user_ns[args.output] = replies
+            self.user_ns[args.output] = replies
         return None

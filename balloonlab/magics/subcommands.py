@@ -111,12 +111,12 @@ class PollingInterval(int):
 def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
     parse_guest_size(args.memory, "memory")
-    import balloonlab
+    from ..client.balloon import emulate
 
     lab = magics.start_lab(
-        lambda: balloonlab.emulate(guest=args.guest, memory=args.memory, clock=args.clock,
-                                   qemu_version=args.qemu_version, id=args.id, paused=args.paused,
-                                   guest_kernel=args.guest_kernel))
+        lambda: emulate(guest=args.guest, memory=args.memory, clock=args.clock,
+                        qemu_version=args.qemu_version, id=args.id, paused=args.paused,
+                        guest_kernel=args.guest_kernel))
     return lab
 
 
@@ -129,9 +129,9 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     path = os.path.expanduser(args.path)
     if not os.path.exists(path):
         raise UsageError(f"no such socket: {path} (start QEMU with -qmp unix:{path},server=on,wait=off)")
-    import balloonlab
+    from ..client.balloon import connect
 
-    return magics.start_lab(lambda: balloonlab.connect(path))
+    return magics.start_lab(lambda: connect(path))
 
 
 @subcommand("launch")
@@ -144,11 +144,10 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Boot a live qemu-system-x86_64 (TCG) with balloonlab's tiny Linux guest and make it current."""
     parse_guest_size(args.memory, "memory")
-    import balloonlab
+    from ..client.balloon import launch
 
     return magics.start_lab(
-        lambda: balloonlab.launch(memory=args.memory, balloon_id=args.id, paused=args.paused,
-                                  guest=not args.no_guest))
+        lambda: launch(memory=args.memory, balloon_id=args.id, paused=args.paused, guest=not args.no_guest))
 
 
 @subcommand("use")
@@ -160,7 +159,7 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     from ..client.balloon import Balloon
 
     try:
-        lab = magics.shell.user_ns[args.name]
+        lab = magics.user_ns[args.name]
     except KeyError:
         raise UsageError(
             f"no variable named {args.name!r} (make one with {args.name} = balloonlab.emulate())") from None

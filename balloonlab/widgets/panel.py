@@ -24,6 +24,8 @@ from traitlets import Bool, Float, Int, Unicode, observe, validate
 
 from ..client.doctor import Diagnosis, diagnose, stale_after
 from ..errors import BalloonError, QMPError
+from ..qapi import RunState
+from ..stats import GuestStats
 from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
 from ..client.pump import UpdatePump
@@ -38,7 +40,8 @@ log = logging.getLogger("balloonlab.widgets")
 #: Events marked on the plot as run-state changes (BALLOON_CHANGE has its own marker).
 STATE_EVENTS = frozenset({"STOP", "RESUME", "RESET", "SHUTDOWN", "POWERDOWN", "SUSPEND", "WAKEUP"})
 #: What an event says about the run state (query-status's running and status).
-RUN_STATE = {"STOP": (False, "paused"), "RESUME": (True, "running"), "SHUTDOWN": (False, "shutdown")}
+RUN_STATE: dict[str, tuple[bool, RunState]] = {"STOP": (False, "paused"), "RESUME": (True, "running"),
+                                               "SHUTDOWN": (False, "shutdown")}
 
 
 def _describe_error(exc: BaseException) -> str:
@@ -113,7 +116,7 @@ class BalloonPanel(widgets.VBox):
         self._doctor_at = 0.0
         self._clock_at = 0.0
         self._running: bool | None = None  # run state, from query-status and then STOP/RESUME/SHUTDOWN events
-        self._run_state: str | None = None
+        self._run_state: RunState | None = None
         self._trace_due = False
         self._trace_at = 0.0
 
@@ -397,7 +400,7 @@ class BalloonPanel(widgets.VBox):
             return  # the "disconnected" verdict stays until the lab is back
         stats, interval = self.stats_table.current, self._last_interval
         now = time.monotonic()
-        if None not in (stats, interval, self._running):
+        if isinstance(stats, GuestStats) and interval is not None and self._running is not None:
             device_now = self._now()
             diagnosis = diagnose(stats, interval, now=device_now, running=bool(self._running),
                                  run_state=self._run_state)
