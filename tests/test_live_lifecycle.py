@@ -180,7 +180,7 @@ def test_memory_sizes(memory, mib) -> None:
     assert memory_mib(memory) == mib
 
 
-@pytest.mark.parametrize("memory, words", [(512, "too little"), ("512.5M", "whole number of MiB"),
+@pytest.mark.parametrize("memory, words", [(512, "did you mean '512M'"), ("512.5M", "whole number of MiB"),
                                             ("lots", "not a size")])
 def test_bad_memory_sizes(memory, words) -> None:
     with pytest.raises(LaunchError, match=words):
