@@ -7,7 +7,13 @@ needs the same reading of ``/proc/PID/stat``.  Keeping one copy keeps their sema
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,3 +113,23 @@ def json_values(text: str) -> list[Any]:
         value, pos = decoder.raw_decode(text, pos)
         values.append(value)
     return values
+
+
+@contextlib.contextmanager
+def emulate_command(*options: str) -> Iterator[str]:
+    """``balloonlab emulate`` in a subprocess (256 MiB, balloon at /machine/peripheral/balloon0, plus ``options``),
+    as a person starts it; yields its QMP socket once it listens, and stops it (and removes its folder) after."""
+    workdir = tempfile.mkdtemp(prefix="balloonlab-cmd-")
+    path = os.path.join(workdir, "qmp.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "balloonlab", "emulate", *options, "-qmp", f"unix:{path},server=on,wait=off",
+         "-m", "256", "-device", "virtio-balloon-pci,id=balloon0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == path  # printed once it listens
+        yield path
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)

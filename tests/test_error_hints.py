@@ -3,11 +3,6 @@ how to get a virtual clock the way this lab was made (an argument in this proces
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 from typing import Iterator
 
 import pytest
@@ -17,22 +12,14 @@ from traitlets.config import Config
 
 import balloonlab
 from balloonlab import VirtualClockRequiredError
+from tests.helpers import emulate_command
 
 
 @pytest.fixture()
 def emulate_socket() -> Iterator[str]:
     """``balloonlab emulate`` (real clock) in a subprocess; its QMP socket."""
-    workdir = tempfile.mkdtemp(prefix="balloonlab-hint-")
-    path = os.path.join(workdir, "qmp.sock")
-    proc = subprocess.Popen([sys.executable, "-m", "balloonlab", "emulate", "-qmp", f"unix:{path},server=on,wait=off",
-                             "-m", "256", "-device", "virtio-balloon-pci,id=balloon0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == path
+    with emulate_command() as path:
         yield path
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_advance_on_a_socket_lab_names_the_command_line_option(emulate_socket):

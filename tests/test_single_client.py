@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from typing import Iterator
 
 import pytest
@@ -22,6 +20,7 @@ import pytest
 import balloonlab
 from balloonlab import BalloonDisconnectedError
 from tests.fixtures.qemu import qemu_binary, start_vm  # noqa: F401  (fixtures)
+from tests.helpers import emulate_command
 
 #: How long a waiting client is given to (wrongly) receive a greeting: the same bound the differential
 #: conversation "one client at a time" uses; a greeting, when it is sent, arrives within microseconds.
@@ -39,18 +38,8 @@ def greeted_within(path: str, wait: float) -> tuple[socket.socket, bool]:
 @pytest.fixture()
 def emulated_socket() -> Iterator[str]:
     """``balloonlab emulate --single-client`` in a subprocess; its QMP socket path."""
-    workdir = tempfile.mkdtemp(prefix="balloonlab-single-")
-    path = os.path.join(workdir, "qmp.sock")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "balloonlab", "emulate", "--single-client", "-qmp", f"unix:{path},server=on,wait=off",
-         "-m", "256", "-device", "virtio-balloon-pci,id=balloon0"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == path  # printed once it listens
+    with emulate_command("--single-client") as path:
         yield path
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture()
