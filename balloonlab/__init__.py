@@ -31,6 +31,10 @@ _LAZY = {
     "BalloonPanel": ("balloonlab.widgets", "BalloonPanel"),
     "LabUpdate": ("balloonlab.client.updates", "LabUpdate"),
     "VirtioState": ("balloonlab.client.balloon", "VirtioState"),
+    "replay": ("balloonlab.client.replay", "replay"),
+    "recordings": ("balloonlab.client.shipped", "recordings"),
+    "open_recording": ("balloonlab.client.replay", "load"),
+    "Recorder": ("balloonlab.client.recording", "Recorder"),
 }
 
 
@@ -75,6 +79,10 @@ __all__ = [
     "BalloonPanel",
     "LabUpdate",
     "VirtioState",
+    "replay",
+    "recordings",
+    "open_recording",
+    "Recorder",
     "load_ipython_extension",
     "unload_ipython_extension",
     *_errors.__all__,

@@ -25,6 +25,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- GuestImageError             the tiny guest image could not be built or found
     +-- GuestExecError              a command in a live guest failed
     +-- JupyterLabError             balloonlab lab cannot start JupyterLab
+    +-- RecordingError              a recording cannot be read (names the file and the line), or written
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ class JupyterLabError(BalloonError):
     """``balloonlab lab`` cannot start: JupyterLab is missing or the notebooks cannot be found."""
 
 
+class RecordingError(BalloonError):
+    """A recording that cannot be played or made: empty, truncated in its header, corrupt, of another format
+    version, or a file that cannot be opened.  The message names the file and the line (``session.blab: line 7:
+    corrupt record, not JSON``)."""
+
+
 # Older names, kept so existing notebooks and scripts keep working.
 BalloonDisconnected = BalloonDisconnectedError
 NoBalloonDevice = NoBalloonDeviceError
@@ -143,6 +150,7 @@ __all__ = [
     "GuestImageError",
     "GuestExecError",
     "JupyterLabError",
+    "RecordingError",
     "BalloonDisconnected",
     "NoBalloonDevice",
     "VirtualClockRequired",

@@ -5,7 +5,8 @@ run on balloonlab's one background thread) / wall seconds, over a window in whic
 Measured at N = 10 and 100, without a subscriber (nobody watches: the labs' clients stay idle and only the
 emulated devices and guests work) and with one no-op subscriber per lab (each lab's follower then reads
 ``guest-stats`` every 0.5 s and the interval every 2 s).  Windows of the two modes alternate; the figure is the
-median.  Baseline, in the same rounds: the same process with the fleet closed (the idle background loop).
+median.  The figures are absolute, not ratios: they include what the process costs with no lab open, which is
+reported beside them (``fleet_baseline_cpu_percent``, one window before each fleet size), not subtracted.
 Goal: N = 100 under 10 % (without a subscriber).
 """
 

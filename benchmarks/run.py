@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import Result
 
-MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel")
+MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "recording")
 
 #: Every key the runner emits, in table order (a module that fails still emits its keys, with value None).
 KEYS = {
@@ -33,6 +33,8 @@ KEYS = {
     "fleet": ("fleet_10_cpu_percent", "fleet_10_subscribed_cpu_percent", "fleet_100_cpu_percent",
               "fleet_100_subscribed_cpu_percent", "fleet_baseline_cpu_percent"),
     "panel": ("panel_update_cpu_ms", "history_24h_mb"),
+    "recording": ("recording_day_2s_mb", "recording_cpu_overhead_percent",
+                  "recording_cpu_overhead_back_to_back_percent"),
 }
 
 

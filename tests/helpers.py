@@ -25,6 +25,19 @@ from balloonlab.client import loop as _loop
 
 T = TypeVar("T")
 
+#: Overrides where tests leave files for a person (screenshots, transcripts of failed conversations).
+ARTIFACTS_ENV = "BALLOONLAB_TEST_ARTIFACTS"
+
+
+def artifacts_dir(*parts: str) -> Path:
+    """Where tests leave files for a person to look at: ``$BALLOONLAB_TEST_ARTIFACTS`` (CI points it at what it
+    uploads), else ``balloonlab-test-artifacts`` in the temporary directory -- never inside the checkout, so a
+    test run leaves the working tree clean.  Created on first use."""
+    base = os.environ.get(ARTIFACTS_ENV) or os.path.join(tempfile.gettempdir(), "balloonlab-test-artifacts")
+    path = Path(base, *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
 
 @pytest.fixture(autouse=True)
 def clean_loop() -> Iterator[None]:

@@ -360,7 +360,6 @@ def test_advance_replays_every_report_into_history_and_subscribers(interval, dur
 @pytest.fixture
 def external_emulator(tmp_path):
     """`balloonlab emulate` as a separate process; start()/kill() as often as a test likes."""
-    pytest.importorskip("balloonlab.cli.emulate", reason="`balloonlab emulate` is not in this tree yet")
     sock = str(tmp_path / "qmp.sock")
     procs: list[subprocess.Popen] = []
 

@@ -4,7 +4,8 @@
 panel, bqplot plots) render for the reader. Each notebook is copied into the test server's temporary root (the
 repository's copy is never touched), run with JupyterLab's "run all cells" and checked for "Error displaying
 widget", error outputs outside ``raises-exception`` cells, and cells that never ran. A screenshot of each run goes
-to test-artifacts/.
+to the artifacts directory (tests/helpers.py: artifacts_dir).  In CI a live notebook needs its QEMU and guest
+image (tests/fixtures/requirements.py: notebook_needs).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.requirements import notebook_needs, require_in_ci
 
 pytestmark = pytest.mark.browser
 
@@ -31,6 +34,7 @@ def run_all(lab_page, path: Path) -> None:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_in_jupyterlab(path: Path, lab_page) -> None:
+    require_in_ci(*notebook_needs(path))
     run_all(lab_page, path)
 
     assert lab_page.error_outputs() == []

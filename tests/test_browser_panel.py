@@ -5,8 +5,8 @@ through JupyterLab's own "run all cells" command, checks the panel renders with 
 "Error displaying widget", turns guest-stats polling on by clicking the interval slider's track (the way a person
 does it; arrow keys on the handle do not move an ipywidgets slider), and then waits for what that must cause:
 the device accepts the interval (the label beside the slider confirms the value read back from QEMU), and new
-stats reports arrive -- the last-update line and the stats table change in the page. Screenshots go to
-test-artifacts/ (on failure too, through the ``lab_page`` fixture).
+stats reports arrive -- the last-update line and the stats table change in the page. Screenshots go to the
+artifacts directory (tests/helpers.py: artifacts_dir; on failure too, through the ``lab_page`` fixture).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ def report_shown(lab) -> tuple[str | None, dict[str, str]]:
 @pytest.fixture
 def panel_page(lab_page):
     """The panel notebook open and run, with the panel rendered."""
-    pytest.importorskip("balloonlab.widgets")
     lab_page.server.write_notebook("panel/panel.ipynb", PANEL_NOTEBOOK)
     lab_page.open_notebook("panel/panel.ipynb")
     lab_page.run_all_cells()

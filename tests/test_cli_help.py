@@ -20,5 +20,5 @@ def test_top_level_help_lists_every_guest_verb(capsys: pytest.CaptureFixture) ->
     top = capsys.readouterr().out
     for verb in verbs.group(1).split(","):
         assert re.search(rf"^\s+guest {verb}\s", top, re.M), f"balloonlab --help does not list 'guest {verb}'"
-    for command in ("emulate", "guest", "launch", "lab"):
+    for command in ("emulate", "guest", "launch", "lab", "record"):
         assert re.search(rf"^  {command}\s", top, re.M)

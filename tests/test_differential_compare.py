@@ -15,7 +15,7 @@ import pytest
 from balloonlab.stats import UNSET, WIRE_ORDER_10
 from tests.differential.compare import compare, stats_shape
 from tests.differential.conversation import Observation
-from tests.differential.differences import DIFFERENCES
+from tests.differential.differences import DIFFERENCES, UNOBSERVED, UNPLUG_ANSWERS
 
 RAM = 512 << 20
 DOC = Path(__file__).resolve().parent.parent / "docs" / "differences.md"
@@ -174,10 +174,46 @@ def test_every_allow_list_entry_is_used_by_a_conversation_or_a_test():
     assert not unused, f"allow-list entries no conversation or test uses: {unused}"
 
 
+def documented_entries() -> dict[str, str]:
+    """docs/differences.md's entries: heading id -> the entry's text (up to the next heading)."""
+    parts = re.split(r"^(#{1,2} .*)$", DOC.read_text(), flags=re.M)
+    entries = {}
+    for heading, body in zip(parts[1::2], parts[2::2]):
+        if match := re.fullmatch(r"## `([a-z0-9.-]+)`", heading):
+            entries[match[1]] = body
+    return entries
+
+
 def test_every_documented_difference_is_in_the_allow_list_and_back():
-    headings = set(re.findall(r"^## `([a-z0-9-]+)`", DOC.read_text(), flags=re.M))
-    assert headings == set(DIFFERENCES), (
-        f"docs/differences.md headings {sorted(headings)} != allow-list ids {sorted(DIFFERENCES)}")
+    entries = documented_entries()
+    assert not set(DIFFERENCES) & set(UNOBSERVED), "an id is both observed and not"
+    assert set(entries) == set(DIFFERENCES) | set(UNOBSERVED), (
+        f"docs/differences.md entries {sorted(entries)} != allow-list {sorted(DIFFERENCES)} + unobserved "
+        f"{sorted(UNOBSERVED)}")
+
+
+@pytest.mark.parametrize("entry", sorted(set(DIFFERENCES) | set(UNOBSERVED)))
+def test_each_documented_difference_says_what_and_why(entry):
+    body = documented_entries()[entry]
+    assert "**What" in body and "**Why:**" in body, f"docs/differences.md `{entry}` lacks a What or a Why"
+    difference = DIFFERENCES.get(entry)
+    if difference is not None and difference.versions is not None:
+        assert all(v in body for v in difference.versions), (
+            f"`{entry}` applies to {difference.versions} only; its entry must say so")
+
+
+def test_documented_refusals_are_the_emulators_words():
+    """The entries quote the emulator's refusals; the comparator requires exactly these (UNPLUG_ANSWERS)."""
+    entries = documented_entries()
+    refusal = UNPLUG_ANSWERS[0][1]["error"]["desc"]
+    assert " ".join(refusal.split()) in " ".join(entries["unplug-not-modelled"].replace("`", "").split())
+    assert "'free-page-hint' requires 'iothread' to be set" in " ".join(entries["no-iothread"].split())
+
+
+def test_other_docs_point_at_the_one_list():
+    docs = DOC.parent
+    for name in ("emulator.md", "testing.md"):
+        assert "differences.md" in (docs / name).read_text(), f"docs/{name} must point at docs/differences.md"
 
 
 def test_firmware_resets_collapse_only_repeated_guest_resets():
@@ -202,3 +238,69 @@ def test_version_limited_difference_applies_to_its_profiles_only():
     assert not compare(real, emu, RAM, "7.2").ok
     # a balloon property missing is not excused on 10.0 either
     assert not compare(real, obs([listing("page-poison")], allow=allow), RAM, "10.0").ok
+
+
+# --------------------------------------------------------------------------------------------------------------
+# documented differences that must show, measured times
+
+
+def unplug(replies, emu_replies):
+    allow = ("unplug-not-modelled",)
+    real, emu = obs(replies, allow=allow), obs(emu_replies, allow=allow)
+    real[0].must_differ = emu[0].must_differ = True
+    return compare(real, emu, RAM)
+
+
+REFUSAL = {"error": {"class": "GenericError",
+                     "desc": "balloonlab emulator: unrealizing (unplugging) a device is not modelled"}}
+
+
+def test_unplug_passes_only_as_qemu_unplugging_and_the_emulator_refusing_in_its_words():
+    assert unplug([{"return": {}}], [REFUSAL]).ok
+    assert unplug([{"return": False}], [{"return": True}]).ok
+
+
+@pytest.mark.parametrize("real, emu, why", [
+    ({"return": {}}, {"return": {}}, "accepted silently: the documented refusal is gone"),
+    ({"return": False}, {"return": False}, "unplugged: the documented refusal is gone"),
+    ({"return": {}}, {"error": {"class": "GenericError", "desc": "not modelled"}}, "another refusal"),
+    ({"return": {}}, {"return": True}, "a qom-get answer to a qom-set"),
+    ({"return": True}, {"return": True}, "QEMU did not unplug"),
+])
+def test_unplug_any_other_answer_fails(real, emu, why):
+    assert not unplug([real], [emu]).ok, why
+
+
+def timing(real, emu, expect):
+    r, e = obs([], rule="timing", value=real, expect=expect), obs([], rule="timing", value=emu)
+    return compare(r, e, RAM)
+
+
+def test_timing_accepts_jitter_within_the_tolerance():
+    assert timing([0.05, 1.02, 0.98, 1.04], [0.02, 1.0, 1.0, 1.0], [0, 1, 1, 1]).ok
+
+
+@pytest.mark.parametrize("real, emu, expect, why", [
+    ([0.05, 1.02, 0.98, 1.04], [0.02, 2.0, 2.0, 2.0], [0, 1, 1, 1], "a doubled period"),
+    ([2.03, 2.0, 2.01], [1.0, 2.0, 2.0], [2, 2, 2],
+     "a countdown that does not restart at the qom-set (the first report when the old countdown ends)"),
+    ([0.05, 1.02, 0.98, 1.04], [0.02, 1.0, 1.0], [0, 1, 1, 1], "a report missing"),
+])
+def test_timing_catches_a_wrong_period_or_countdown(real, emu, expect, why):
+    assert not timing(real, emu, expect).ok, why
+
+
+def test_timing_fails_when_real_qemu_breaks_the_spec():
+    """A conversation whose expectation real QEMU does not meet is wrong, even when the emulator agrees."""
+    assert not timing([0.03, 2.0, 2.0], [0.02, 2.0, 2.0], [0, 1, 1]).ok
+
+
+def test_event_times_catch_a_held_back_event_restamped_when_sent():
+    change = lambda actual, micro: event("BALLOON_CHANGE", {"actual": actual}, micro=micro)  # noqa: E731
+    events = [change(511 << 20, 4000), change(510 << 20, 9000)]
+    real = obs([], rule="event-times", events=events, value=[("BALLOON_CHANGE", 0.004), ("BALLOON_CHANGE", 0.012)])
+    good = obs([], rule="event-times", events=events, value=[("BALLOON_CHANGE", 0.002), ("BALLOON_CHANGE", 0.004)])
+    late = obs([], rule="event-times", events=events, value=[("BALLOON_CHANGE", 0.002), ("BALLOON_CHANGE", 1.002)])
+    assert compare(real, good, RAM).ok
+    verdict = compare(real, late, RAM)
+    assert not verdict.ok and "stamped 0.012 s after the command on qemu, 1.002 s" in verdict.mismatches[0]

@@ -3,7 +3,9 @@
 One VM per side and real QEMU for the whole module (the guest boots once per QEMU); the conversations run in
 file order and each restores what it changed, except the last (system_reset: 7.2 keeps the stats, 10.0 clears
 them; the emulator's profile must do what its QEMU does).  Guest-produced values are compared by shape, the
-timing behaviour (refresh, freeze, poll at once, pause) by whether last-update moved within a deadline.
+timing behaviour (refresh, freeze, poll at once, pause) by whether last-update moved within a deadline, and
+the polling period, its countdown and BALLOON_CHANGE timestamps measured against real QEMU's (compare.py: timing,
+event-times).
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def test_boot_report_polling_freeze_pause(linux):
 
 def test_balloon(linux):
     check(linux, C.GUEST_BALLOON)
+
+
+def test_report_times_follow_the_interval_and_its_countdown(linux):
+    check(linux, C.GUEST_TIMING)
+
+
+def test_held_back_balloon_change_keeps_the_time_it_was_made(linux):
+    check(linux, C.GUEST_COALESCED)
 
 
 def test_tmpfs_workload(linux):

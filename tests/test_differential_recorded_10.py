@@ -1,31 +1,33 @@
-"""The emulator's QEMU 10.0 profile against answers recorded from real QEMU 10.0 (spec A2), not a live diff.
+"""The emulator's QEMU 10.0 profile against answers recorded from the real QEMU 10.0, without starting it.
 
-No QEMU 10.0 runs on these machines (Debian 12 ships 7.2), so instead of a differential run this checks the
-emulator (``balloonlab emulate --qemu-version 10.0``, the same command line as the 7.2 differential tests) against
-what a real Debian 13 QEMU 1:10.0.13+ds-0+deb13u1 answered when spec A2 was recorded: the greeting, the 16-stat
-wire order, the balloon error that names 'value', query-status without singlestep, and system_reset clearing the
-stats.  Everything else 10.0 answered as 7.2 did; the 7.2 differential tests cover that.
+``tests/differential/recorded/qemu-10.0.json`` holds what Debian 13's QEMU 1:10.0.13+ds-0+deb13u1 answered
+(``python -m tests.differential.record debian13``): the greeting, the 16-stat wire order, the balloon error that
+names 'value', query-status without singlestep, and system_reset clearing the stats.  These run wherever the
+emulator runs (no QEMU needed); where the real QEMU 10.0 is here, the last test re-records the paused answers and
+checks the file still says what QEMU says.  The live differential tests (``debian13-qemu-10.0``) compare the rest.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
+from pathlib import Path
 
 import pytest
 
-from balloonlab.stats import UNSET, WIRE_ORDER_16
+from balloonlab.stats import UNSET
 from tests.differential import conversations as C
 from tests.differential.conversation import Conversation, Poll, run_conversation
 from tests.differential.targets import EmulatedQEMU, VMSpec
+from tests.fixtures.requirements import require
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("balloonlab.cli.emulate") is None,
-                                reason="`balloonlab emulate` (balloonlab/cli/emulate.py) is not available")
+RECORDED = json.loads((Path(__file__).parent / "differential" / "recorded" / "qemu-10.0.json").read_text())
+PAUSED = RECORDED["paused"]
+GUEST = RECORDED["linux-6.1-guest"]
 
-#: Recorded from real QEMU 10.0 (spec A2).
-GREETING_10 = {"QMP": {"version": {"qemu": {"micro": 13, "minor": 0, "major": 10},
-                                   "package": "Debian 1:10.0.13+ds-0+deb13u1"}, "capabilities": ["oob"]}}
-UNSET_STATS_10 = {"return": {"stats": {f"stat-{k}": UNSET for k in WIRE_ORDER_16}, "last-update": 0}}
-SIZE_ERROR_10 = {"error": {"class": "GenericError", "desc": "Parameter 'value' expects a size"}}
+
+def same(got, recorded) -> bool:
+    """Equal, member order included (QEMU's wire order is part of what is recorded)."""
+    return json.dumps(got) == json.dumps(recorded)
 
 
 @pytest.fixture(scope="module")
@@ -54,26 +56,24 @@ def answers(side, *steps) -> list[list[dict]]:
 
 
 def test_greeting_and_version(paused_10):
-    greeting, version = answers(paused_10, C.command("query-version"))
-    assert greeting == [GREETING_10]
-    assert version == [{"return": GREETING_10["QMP"]["version"]}]
+    (greeting,), (version,) = answers(paused_10, C.command("query-version"))
+    assert same(greeting, PAUSED["greeting"]) and same(version, PAUSED["query-version"])
 
 
 def test_unset_stats_have_16_keys_in_wire_order(paused_10):
     _, (reply,) = answers(paused_10, C.stats())
-    assert list(reply["return"]["stats"]) == [f"stat-{k}" for k in WIRE_ORDER_16]
-    assert reply == UNSET_STATS_10
+    assert len(reply["return"]["stats"]) == 16 and same(reply, PAUSED["guest-stats"])
 
 
 @pytest.mark.parametrize("value", [0, -1])
 def test_balloon_size_error_names_value(paused_10, value):
-    _, reply = answers(paused_10, C.command("balloon", {"value": value}))
-    assert reply == [SIZE_ERROR_10]
+    _, (reply,) = answers(paused_10, C.command("balloon", {"value": value}))
+    assert same(reply, PAUSED[f"balloon {value}"])
 
 
 def test_query_status_has_no_singlestep(paused_10):
-    _, reply = answers(paused_10, C.command("query-status"))
-    assert reply == [{"return": {"status": "prelaunch", "running": False}}]
+    _, (reply,) = answers(paused_10, C.command("query-status"))
+    assert same(reply, PAUSED["query-status"])
 
 
 def test_running_guest_reports_16_stats_and_reset_clears_them(linux_10):
@@ -85,10 +85,10 @@ def test_running_guest_reports_16_stats_and_reset_clears_them(linux_10):
         Poll(C.STATS_MESSAGE, C.reported, 60, "the rebooted guest's driver reports again", expect=True),
     ]), linux_10)
     _, status, boot, reset, after, again = observations
-    assert status.replies == [{"return": {"status": "running", "running": True}}]
+    assert same(status.replies, [GUEST["query-status"]])
     assert boot.value is True
     stats = boot.replies[0]["return"]["stats"]
-    assert list(stats) == [f"stat-{k}" for k in WIRE_ORDER_16]
+    assert list(stats) == list(PAUSED["guest-stats"]["return"]["stats"])
     # the 10.0 profile's default guest is Linux 6.12 (spec A2): all 16 set, the six newer ones 0 when idle
     assert all(v != UNSET for v in stats.values())
     assert [stats[f"stat-{k}"] for k in ("oom-kills", "alloc-stalls", "async-scans", "direct-scans",
@@ -96,5 +96,14 @@ def test_running_guest_reports_16_stats_and_reset_clears_them(linux_10):
     assert reset.replies == [{"return": {}}]
     assert [(e["event"], e.get("data")) for e in reset.events] == [
         ("RESET", {"guest": False, "reason": "host-qmp-system-reset"})]
-    assert after.replies == [UNSET_STATS_10]
+    assert same(after.replies, [GUEST["guest-stats after system_reset"]])
     assert again.value is True
+
+
+@pytest.mark.qemu
+def test_the_recording_is_what_real_qemu_10_says():
+    """Re-record the paused answers on the real QEMU 10.0: a recording that no longer matches fails here."""
+    require("qemu", "debian13-qemu")
+    from tests.differential.record import record_paused
+
+    assert same(record_paused("debian13"), PAUSED)

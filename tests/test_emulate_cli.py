@@ -66,6 +66,8 @@ def test_defaults_and_the_legacy_balloon():
     (["-device", "e1000"], "-device e1000: balloonlab emulates only virtio-balloon-pci"),
     (["-device", "virtio-balloon-pci,bogus=1"], "property 'bogus' is not modelled"),
     (["-device", "virtio-balloon-pci,deflate-on-oom=maybe"], "expects 'on' or 'off'"),
+    (["-device", "virtio-balloon-pci,free-page-hint=on"],
+     "-device virtio-balloon-pci,free-page-hint=on: 'free-page-hint' requires 'iothread' to be set"),
     (["-device", "virtio-balloon-pci,guest-stats-polling-interval=-1"], "timer value must be greater than zero"),
     (["-device", "virtio-balloon-pci,guest-stats-polling-interval=4294967296"], "timer value is too big"),
     (["-device", "virtio-balloon-pci", "-balloon", "virtio"], "Only one balloon device is supported"),

@@ -109,10 +109,13 @@ def test_new_value_restarts_the_countdown():
 def test_zero_destroys_the_timer_and_keeps_the_stats():
     m, clock, _ = polling(1)
     clock.advance(3)
+    before = stats(m)  # read before the 0: reading after it would also accept stats the 0 wiped
+    assert before["last-update"] != 0 and before["stats"]["stat-total-memory"] != UNSET
     assert poll(m, 0) == {}
-    frozen = stats(m)
+    assert stats(m) == before, ("interval 0 must keep the last stats and last-update, as QEMU does "
+                                "(docs/qemu-behaviour.md, B)")
     clock.advance(100)
-    assert stats(m) == frozen and m.device.timer is None
+    assert stats(m) == before and m.device.timer is None
     assert m.execute("qom-get", {"path": P, "property": "guest-stats-polling-interval"}) == 0
 
 
@@ -331,3 +334,14 @@ def test_config_space_size_follows_qemus_virtio_balloon_config_size(props, size)
     m, _, _ = make(**props)
     config = m.execute("x-balloonlab-status", {})["devices"][0]["config"]
     assert len(bytes.fromhex(config["bytes"])) == size
+
+
+def test_unplug_is_refused_in_the_documented_words_and_the_device_stays():
+    """docs/differences.md (unplug-not-modelled) quotes this refusal; the differential test requires it exactly."""
+    m, _, _ = make()
+    with pytest.raises(QMPError) as e:
+        m.execute("qom-set", {"path": P, "property": "realized", "value": False})
+    assert (e.value.error_class, e.value.desc) == (
+        "GenericError", "balloonlab emulator: unrealizing (unplugging) a device is not modelled")
+    assert m.execute("qom-get", {"path": P, "property": "realized"}) is True
+    assert m.execute("qom-set", {"path": P, "property": "realized", "value": True}) == {}

@@ -324,3 +324,18 @@ def test_one_advance_and_the_number_of_workloads_are_bounded():
     assert cls == "GenericError" and "64 workloads are still running" in desc
     m.execute("x-balloonlab-guest", {"action": "idle"})
     m.execute("x-balloonlab-guest", {"action": "cache", "size": "1M", "duration": "1h"})  # room again
+
+
+def test_held_back_balloon_change_keeps_the_timestamp_of_when_it_was_made():
+    """QEMU queues the event dict it built, timestamp included (monitor_qapi_event_queue_no_reenter), so the
+    change sent at the end of the rate-limit second says when the guest made it, not when it went out."""
+    m, clock, events = make()
+    clock.advance(2)
+    sent_at = clock.wall_time()
+    m.execute("balloon", {"value": 510 * MiB})  # two 256-page chunks: two changes 2 ms apart
+    clock.advance(2)
+    first, second = [e for e in events if e["event"] == "BALLOON_CHANGE"]
+    assert (first["data"]["actual"], second["data"]["actual"]) == (511 * MiB, 510 * MiB)
+    stamp = lambda e: e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6  # noqa: E731
+    assert stamp(first) - sent_at < 0.05
+    assert 0 < stamp(second) - stamp(first) < 0.05, "held back for a second, but stamped when the guest made it"

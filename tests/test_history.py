@@ -123,7 +123,8 @@ def test_to_csv_file_and_path(tmp_path):
 
 
 def test_to_dataframe():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     h = History()
     kept = fill(h, 20)
     df = h.to_dataframe()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from balloonlab.cli import jupyter as lab
+from tests.fixtures.requirements import require
 from tests.fixtures.jupyter import ProcessId, child_pids, free_port, stop_process
 from tests.helpers import wait_for
 
@@ -49,8 +50,6 @@ def test_root_may_start_the_lab_unless_the_user_says_otherwise(monkeypatch: pyte
 
 
 def test_checkout_serves_the_repository_root() -> None:
-    if not QUICKSTART.is_file():
-        pytest.skip("notebooks/01-quickstart.ipynb does not exist yet")
     home = lab.find_notebook_home(cwd=REPO_ROOT / "docs")  # anywhere inside the checkout
     assert home.root == REPO_ROOT and home.in_place
     assert (home.root / home.start).resolve() == QUICKSTART
@@ -59,8 +58,6 @@ def test_checkout_serves_the_repository_root() -> None:
 
 
 def test_outside_the_checkout_it_serves_a_copy_so_outputs_never_reach_the_repository(tmp_path: Path) -> None:
-    if not QUICKSTART.is_file():
-        pytest.skip("notebooks/01-quickstart.ipynb does not exist yet")
     before = QUICKSTART.read_bytes()
     home = lab.find_notebook_home(cwd=tmp_path)
     assert home.root == tmp_path / lab.DEFAULT_WORKDIR and not home.in_place and home.start == lab.QUICKSTART
@@ -126,9 +123,7 @@ def test_help_names_the_passthrough(capsys: pytest.CaptureFixture) -> None:
 @pytest.mark.slow
 def test_balloonlab_lab_serves_the_quickstart(tmp_path: Path) -> None:
     """The real command, as a person runs it (plus options passed through): it serves and lands on the quickstart."""
-    pytest.importorskip("jupyterlab")
-    if not QUICKSTART.is_file():
-        pytest.skip("notebooks/01-quickstart.ipynb does not exist yet")
+    require("jupyterlab")
     port = free_port()
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
                IPYTHONDIR=str(tmp_path / "ipython"))

@@ -20,20 +20,18 @@ import pytest
 from balloonlab.errors import GuestImageError
 from balloonlab.cli import guest as guest_cli
 from balloonlab.live import guest_image as gi
+from tests.fixtures.requirements import require
 
 
 @pytest.fixture(scope="module")
 def image() -> gi.GuestImage:
-    try:
-        return gi.ensure_image()
-    except GuestImageError as exc:
-        pytest.skip(f"guest image cannot be built here: {exc}")
+    require("guest-image")
+    return gi.ensure_image()
 
 
 def cpio_listing(archive: bytes, tmp_path: Path) -> dict[str, str]:
     """``cpio -itv`` of an archive: {path: the listing line} (needs the cpio tool)."""
-    if shutil.which("cpio") is None:
-        pytest.skip("cpio not installed")
+    require("cpio")
     out = subprocess.run(["cpio", "-itv", "--quiet"], input=archive, capture_output=True, check=True).stdout
     entries = {}
     for line in out.decode().splitlines():

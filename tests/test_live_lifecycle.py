@@ -199,6 +199,19 @@ def test_command_line_shape(tmp_path) -> None:
     assert "virtio-balloon-pci" in build_argv(files, balloon_id="")
 
 
+def test_balloon_options_become_device_properties_spelled_as_qemu_wants(tmp_path) -> None:
+    files = VMFiles(tmp_path)
+    argv = build_argv(files, balloon_options={"free-page-reporting": True, "deflate-on-oom": False,
+                                              "guest-stats-polling-interval": 2})
+    assert argv[argv.index("-device") + 1] == ("virtio-balloon-pci,id=balloon0,free-page-reporting=on,"
+                                               "deflate-on-oom=off,guest-stats-polling-interval=2")
+    with pytest.raises(LaunchError, match="invalid device property name 'a=b,c'"):
+        build_argv(files, balloon_options={"a=b,c": True})
+    with pytest.raises(LaunchError, match="balloon_options need a balloon device"):
+        build_argv(files, balloon_id=None, balloon_options={"deflate-on-oom": True})
+    assert build_argv(files, balloon_options={"x": "a,b"})[argv.index("-device") + 1].endswith(",x=a,,b")
+
+
 def test_user_text_cannot_add_qemu_options(tmp_path) -> None:
     """An id cannot smuggle in device properties, and a comma in a path is escaped as QEMU's parser wants."""
     with pytest.raises(LaunchError, match="invalid device id"):

@@ -474,7 +474,8 @@ def test_a_watch_whose_qemu_goes_away_says_so_and_stops(ip, vlab, capsys):
 
 
 def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
-    widgets = pytest.importorskip("balloonlab.widgets")
+    from balloonlab import widgets
+
     with capture_output():  # a display publisher that renders widgets, as a kernel's
         panel = balloon(ip, "panel")
     try:
@@ -487,7 +488,6 @@ def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
 
 
 def test_close_freezes_the_panel_with_its_last_numbers(ip, lab, capsys):
-    pytest.importorskip("balloonlab.widgets")
     with capture_output():
         panel = balloon(ip, "panel")
     try:
@@ -504,7 +504,8 @@ def test_close_freezes_the_panel_with_its_last_numbers(ip, lab, capsys):
 
 
 def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
-    widgets = pytest.importorskip("balloonlab.widgets")
+    from balloonlab import widgets
+
     with capture_output():
         first = balloon(ip, "panel")
         second = balloon(ip, "panel")  # the cell run again
@@ -518,7 +519,6 @@ def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
 
 
 def test_a_new_lab_freezes_the_panels_of_the_lab_it_replaces(ip, lab):
-    pytest.importorskip("balloonlab.widgets")
     with capture_output():
         panel = balloon(ip, "panel")
     try:

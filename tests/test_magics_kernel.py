@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nbclient
+import nbformat
 import pytest
 
 from tests.helpers import json_values
@@ -20,9 +22,6 @@ from tests.magics_doc_examples import DISABLE_ERROR
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "magics.ipynb"
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ thread (the last-update stamp moves while polling runs).  JupyterLab is covered 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.requirements import CHROMIUM, require
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
 #: A static file Voila serves once its web app is up.
 READY_PATH = "voila/static/voila.js"
 NOTEBOOK_CELL = ('import balloonlab\nlab = balloonlab.emulate(guest="linux")\nlab.polling_interval = 1\n'
@@ -40,11 +39,11 @@ def _free_port() -> int:
 @pytest.fixture
 def voila_url(tmp_path: Path):
     """A Voila server on a notebook that shows the panel; stopped (its whole process group) afterwards."""
-    nbformat = pytest.importorskip("nbformat")
-    pytest.importorskip("voila")
+    import nbformat
+
+    require("voila")
     voila = Path(sys.executable).with_name("voila")
-    if not voila.exists():
-        pytest.skip("the voila command is not installed next to this Python")
+    assert voila.exists(), f"the voila module is installed but its command is not next to {sys.executable}"
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(NOTEBOOK_CELL)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -86,11 +85,11 @@ def voila_url(tmp_path: Path):
 
 
 def test_voila_renders_the_live_panel(voila_url: str) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found (Debian: apt-get install chromium)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+    require("chromium", "playwright")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1600})

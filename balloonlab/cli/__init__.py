@@ -4,6 +4,7 @@
     balloonlab guest build|path|qemu   the tiny guest image, and Debian 13's QEMU (cli/guest.py)
     balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
     balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
+    balloonlab record ...       record a VM's balloon to a file balloonlab.replay() plays (cli/record.py)
 
 Every ``main()`` and argument parser of the package lives in this folder; the library modules hold none.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-USAGE = """usage: balloonlab {emulate,guest,launch,lab} ...
+USAGE = """usage: balloonlab {emulate,guest,launch,lab,record} ...
 
   emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
   guest      the tiny Linux guest of live labs, and a second QEMU to compare with:
@@ -22,6 +23,7 @@ USAGE = """usage: balloonlab {emulate,guest,launch,lab} ...
                guest qemu    build Debian 13's QEMU 10.0 for live labs (root)
   launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
   lab        open JupyterLab on the quickstart notebook (emulated backend)
+  record     record a VM's balloon from its QMP socket (SOCKET -o FILE --duration 10m [--interval 2])
 
 'balloonlab COMMAND --help' describes each command."""
 
@@ -41,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .launch import main as run
     elif command == "lab":
         from .jupyter import main as run
+    elif command == "record":
+        from .record import main as run
     else:
         print(f"balloonlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

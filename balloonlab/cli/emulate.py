@@ -49,8 +49,9 @@ qemu-system options (same spelling as QEMU's):
   -qmp unix:PATH,server=on,wait=off   QMP socket (default: qmp.sock in a fresh private directory)
   -m SIZE                 RAM: 512 (MiB, as qemu-system's -m), 512M, 1G, size=512M (default 128M, as QEMU)
   -device virtio-balloon-pci[,id=ID][,deflate-on-oom=on|off][,free-page-reporting=on|off]
-          [,free-page-hint=on|off][,page-poison=on|off][,guest-stats-polling-interval=SECONDS]
-                          the balloon (without id: /machine/peripheral-anon/device[0])
+          [,free-page-hint=off][,page-poison=on|off][,guest-stats-polling-interval=SECONDS]
+                          the balloon (without id: /machine/peripheral-anon/device[0]; free-page-hint=on needs
+                          an iothread, which the emulator does not model: refused, as QEMU refuses it without one)
   -balloon virtio         legacy spelling: an anonymous balloon at /machine/peripheral-anon/device[1]
   -S                      start paused ('cont' over QMP starts the VM)
   -nodefaults, -display none, -accel tcg|kvm, -machine pc|q35[,accel=...]   accepted (nothing to configure)
@@ -189,6 +190,10 @@ def parse_device(text: str) -> BalloonSpec:
         else:
             raise _fail(option, f"property '{key}' is not modelled by the emulator (known: id, deflate-on-oom, "
                                 "free-page-reporting, free-page-hint, page-poison, guest-stats-polling-interval)")
+    try:
+        spec.check()
+    except EmulatorOptionError as exc:
+        raise _fail(option, str(exc)) from None
     return spec
 
 

@@ -12,6 +12,7 @@ the context manager, or garbage collection, or interpreter exit) stops the in-pr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -27,6 +28,7 @@ from .doctor import Diagnosis, diagnose
 from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionError, QMPError, UnsupportedBackendError,
                      VirtualClockRequiredError)
 from .history import History
+from .recording import Recorder
 from ..stats import GuestStats
 from ..units import format_size, parse_duration, parse_guest_size, parse_interval
 
@@ -123,6 +125,7 @@ class Balloon:
         self._client = BalloonClient(socket_path, device_path, command_timeout=timeout)
         if vm is not None:
             self._client.exit_cause = vm.exit_description
+        self._recorders: list[Recorder] = []
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
@@ -327,8 +330,31 @@ class Balloon:
                 f"{exc} The current connection is kept: it still works (a QEMU that serves one client per socket "
                 "cannot greet a second connection while this one is open).") from None
 
+    def record(self, path: str | os.PathLike[str], *, description: str = "") -> Recorder:
+        """Record this lab to ``path`` (JSON Lines, gzip for ``*.gz``; docs/recordings.md) until ``rec.stop()``
+        or ``lab.close()``: a header, every QMP exchange and event, every stats report."""
+        if self._closed:
+            raise BalloonDisconnectedError("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
+        rec = Recorder(self, path, description=description)
+        self._recorders.append(rec)
+        return rec
+
+    @property
+    def recorders(self) -> list[Recorder]:
+        """The recorders recording this lab now (a failed one stays listed, with its ``error``, until stopped)."""
+        return list(self._recorders)
+
+    def _forget_recorder(self, rec: Recorder) -> None:
+        with contextlib.suppress(ValueError):
+            self._recorders.remove(rec)
+
     def close(self) -> None:
-        """Disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
+        """Stop recording, disconnect and stop what this lab started (emulator, QEMU).  Idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+        for rec in list(self._recorders):
+            rec.stop("lab closed")
         with self._close_lock:
             if self._closed:
                 return
@@ -492,7 +518,6 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     client connects but gets no greeting until the lab closes.
     """
     try:
-        from ..emulator import Emulator
         from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
@@ -508,15 +533,7 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     config = MachineConfig(ram_size=ram, balloons=[BalloonSpec(id=id, legacy=id is None)], start_paused=paused,
                            qemu_version=version, guest=guest, clock=clock, seed=seed,
                            guest_kernel=guest_kernel, boot_delay=boot_delay, single_client=single_client)
-
-    async def start() -> Any:
-        emu = Emulator(config, socket_path)
-        await emu.start()
-        return emu
-
-    emu = _loop.run(start(), timeout)
-    # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
-    lab = Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
+    lab = start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
     if clock == "real" and not paused and guest != "nodriver":
         # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.
         deadline = time.monotonic() + boot_delay + 1.0
@@ -527,6 +544,22 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
             lab.close()
             raise
     return lab
+
+
+def start_emulated(config: Any, *, socket_path: str | None = None, history: bool = False,
+                   timeout: float = 10.0) -> Balloon:
+    """Start an in-process emulator for ``config`` (an ``emulator.config.MachineConfig``) and return its lab
+    (``emulate()`` and ``replay()`` build their configs, this starts them)."""
+    from ..emulator import Emulator
+
+    async def start() -> Any:
+        emu = Emulator(config, socket_path)
+        await emu.start()
+        return emu
+
+    emu = _loop.run(start(), timeout)
+    # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
+    return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
 
 
 def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0, **options: Any) -> Balloon:

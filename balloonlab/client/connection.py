@@ -31,7 +31,7 @@ import errno
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from qemu.qmp import QMPClient
 from qemu.qmp.protocol import ConnectError, Runstate, StateError
@@ -56,6 +56,20 @@ FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
 #: and a report per poll, so 120 reports (240 exchanges) cannot have been pushed out before they are read.
 REPLAY_REPORTS = 120
 ADVANCE, TRACE = "x-balloonlab-advance", "x-balloonlab-trace"
+
+
+class ExchangeTap(Protocol):
+    """Something that sees every QMP exchange and event of a connection (a recorder, client/recording.py).
+
+    Called on balloonlab's loop thread, in the order things happened; must be quick and must not raise.
+    """
+
+    def on_exchange(self, command: str, arguments: dict | None, reply: dict, sent: float, seconds: float) -> None:
+        """``reply`` is ``{"return": ...}`` or ``{"error": {"class": ..., "desc": ...}}``; ``sent`` the host time
+        the command went out, ``seconds`` its round trip."""
+
+    def on_event(self, event: dict) -> None:
+        """A QMP event, as on the wire."""
 
 
 class _QMP(QMPClient):
@@ -123,6 +137,8 @@ class BalloonClient:
         self._refresh_meta = True
         self._last_raw: dict | None = None
         self._replaying = False  # a virtual-clock advance is feeding reports from the trace: the follower waits
+        #: Who sees every exchange and event (recorders).  Replaced, never mutated, so the loop reads it unlocked.
+        self._taps: tuple[ExchangeTap, ...] = ()
 
     # Connection ------------------------------------------------------------------------------------------------
     @property
@@ -324,9 +340,16 @@ class BalloonClient:
         if qmp is None or not self._connected or qmp.runstate != Runstate.RUNNING:
             raise BalloonDisconnectedError(self.disconnected_message())
         timeout = self.command_timeout if timeout is None else timeout
+        taps = self._taps
+        if taps:
+            sent, began = time.time(), time.perf_counter()
         try:
             result = await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
         except ExecuteError as exc:
+            if taps:
+                self._tap_exchange(taps, command, arguments, {"error": {"class": exc.error_class,
+                                                                        "desc": exc.error.error.desc}},
+                                   sent, time.perf_counter() - began)
             raise QMPError(exc.error_class, exc.error.error.desc, command) from None
         except (ExecInterruptedError, StateError, EOFError, ConnectionError, BrokenPipeError) as exc:
             self.disconnect_reason = self.disconnect_reason or f"{type(exc).__name__}: {exc}"
@@ -335,10 +358,32 @@ class BalloonClient:
             raise BalloonDisconnectedError(
                 f"QEMU at {self.socket_path} did not answer {command!r} within {timeout:g} s (is it stopped with "
                 "SIGSTOP, or stuck?)") from None
+        if taps:
+            self._tap_exchange(taps, command, arguments, {"return": result}, sent, time.perf_counter() - began)
         value = (arguments or {}).get("value")
         if command == "balloon" and isinstance(value, int):
             self._observe_target(value)  # set_target, lab.qmp("balloon"), %%qmp balloon alike
         return result
+
+    @staticmethod
+    def _tap_exchange(taps: tuple[ExchangeTap, ...], command: str, arguments: dict | None, reply: dict,
+                      sent: float, seconds: float) -> None:
+        for tap in taps:
+            try:
+                tap.on_exchange(command, arguments, reply, sent, seconds)
+            except Exception:
+                log.exception("balloonlab: an exchange tap raised (taps must not raise)")
+
+    def add_tap(self, tap: ExchangeTap) -> Callable[[], None]:
+        """Show ``tap`` every exchange and event from now on (thread-safe); returns an idempotent remove."""
+        with self._sub_lock:
+            self._taps = (*self._taps, tap)
+
+        def remove() -> None:
+            with self._sub_lock:
+                self._taps = tuple(t for t in self._taps if t is not tap)
+
+        return remove
 
     async def qom_get(self, prop: str) -> Any:
         return await self.execute("qom-get", {"path": self.device_path, "property": prop})
@@ -454,6 +499,11 @@ class BalloonClient:
     def _on_event(self, event: dict) -> None:
         with self._events_lock:
             self.events.append(event)
+        for tap in self._taps:
+            try:
+                tap.on_event(event)
+            except Exception:
+                log.exception("balloonlab: an exchange tap raised on an event (taps must not raise)")
         self.history.add_event(event)
         name = event.get("event")
         if name == "STOP":
@@ -549,4 +599,4 @@ class BalloonClient:
                 pass
 
 
-__all__ = ["BalloonClient", "PERIPHERAL_CONTAINERS"]
+__all__ = ["BalloonClient", "ExchangeTap", "PERIPHERAL_CONTAINERS"]

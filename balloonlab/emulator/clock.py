@@ -7,7 +7,8 @@ QEMU keeps several clocks.  Two matter for the balloon:
 * the *VM* clock (QEMU_CLOCK_VIRTUAL): the stats polling timer and everything the guest does run on it; it
   stands still while the VM is paused (``-S``, ``stop``) and goes on after ``cont``.
 
-A :class:`Clock` is either ``"real"`` (host time is the machine's time; timers are run by the asyncio loop) or
+A :class:`Clock` is either ``"real"`` (host time is the machine's time, or a multiple of it for a replay at
+``speed=10``; timers are run by the asyncio loop) or
 ``"virtual"`` (time moves only when :meth:`Clock.advance` is called, which runs every due timer in time order, so
 24 hours of polling take well under a second of CPU).  Both modes share one timer implementation: a heap per
 clock kind with lazy deletion, so re-arming a timer costs one ``heappush`` and no other allocation.
@@ -76,10 +77,16 @@ class Clock:
     """Host and VM time plus timers, real or virtual.  Created and used on the asyncio loop's thread only."""
 
     def __init__(self, mode: str = "real", loop: asyncio.AbstractEventLoop | None = None,
-                 start_epoch: float | None = None) -> None:
+                 start_epoch: float | None = None, speed: float = 1.0) -> None:
+        """``start_epoch``: the wall-clock time at which this clock starts (default: now); a replay starts at
+        the recording's start so that ``last-update`` and event timestamps read as recorded.  ``speed``: on the
+        real clock, machine seconds per host second (a replay at ``speed=10`` lives ten seconds in each)."""
         if mode not in ("real", "virtual"):
             raise ValueError(f"clock mode must be 'real' or 'virtual', not {mode!r}")
+        if not 0 < speed < float("inf"):
+            raise ValueError(f"clock speed must be a positive finite number, not {speed!r}")
         self.mode = mode
+        self.speed = float(speed)
         self.loop = loop
         self._seq = itertools.count()
         self._heaps: dict[str, list] = {HOST: [], VM: []}
@@ -95,18 +102,22 @@ class Clock:
         self._closed = False
         if mode == "real":
             self._host_origin = time.monotonic_ns()
-            self._epoch = time.time()
+            self._epoch = time.time() if start_epoch is None else float(start_epoch)
+            #: A machine's own time runs apart from the host's (replays): wall = epoch + host seconds.
+            self._own_wall = start_epoch is not None or self.speed != 1.0
             self._virtual_host = 0
         else:
             self._host_origin = 0
             self._epoch = time.time() if start_epoch is None else float(start_epoch)
+            self._own_wall = True
             self._virtual_host = 0
 
     # -- reading the clocks -------------------------------------------------------------------------------
     def host_ns(self) -> int:
         """Host monotonic time in ns since the clock was made."""
         if self.mode == "real":
-            return time.monotonic_ns() - self._host_origin
+            elapsed = time.monotonic_ns() - self._host_origin
+            return elapsed if self.speed == 1.0 else int(elapsed * self.speed)
         return self._virtual_host
 
     def vm_ns(self) -> int:
@@ -120,9 +131,9 @@ class Clock:
 
     def wall_time(self) -> float:
         """Host wall-clock seconds since the Unix epoch (``last-update``, event timestamps)."""
-        if self.mode == "real":
+        if not self._own_wall:
             return time.time()
-        return self._epoch + self._virtual_host / NS
+        return self._epoch + self.host_ns() / NS
 
     @property
     def vm_running(self) -> bool:
@@ -257,7 +268,7 @@ class Clock:
             self._handle = None
         self._handle_at = at
         if at != _INF:
-            delay = max(0.0, (at - self.host_ns()) / NS)
+            delay = max(0.0, (at - self.host_ns()) / NS / self.speed)
             self._handle = self.loop.call_at(self.loop.time() + delay, self._run_due)
 
     def _run_due(self) -> None:

@@ -7,7 +7,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from .guests import ReplayScript
+
+from ..errors import EmulatorOptionError
 
 #: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
 QemuVersion = Literal["7.2", "9.2", "10.0"]
@@ -36,6 +41,13 @@ class BalloonSpec:
     #: ``-balloon virtio`` (the legacy spelling of QEMU's stats doc): anonymous, at peripheral-anon/device[1].
     legacy: bool = False
 
+    def check(self) -> None:
+        """Refuse what QEMU's realize refuses, in its words.  Free page hinting runs on an iothread
+        (``virtio_balloon_device_realize``) and the emulator models none, so ``free-page-hint=on`` always fails,
+        as it does on QEMU without ``iothread=`` (docs/differences.md: ``no-iothread``)."""
+        if self.free_page_hint:
+            raise EmulatorOptionError("'free-page-hint' requires 'iothread' to be set")
+
 
 @dataclass
 class MachineConfig:
@@ -60,3 +72,10 @@ class MachineConfig:
     #: Serve one QMP client at a time, as QEMU does (the others wait ungreeted); False (the default) serves every
     #: client at once, so a notebook's lab, %%qmp and qmp-shell can share one emulated VM (emulator/qmp_server.py).
     single_client: bool = False
+    #: Wall-clock time (Unix seconds) at which the machine's clocks start; None: now.  A replay starts at its
+    #: recording's start, so ``last-update`` and event timestamps read as they were recorded.
+    start_epoch: float | None = None
+    #: Real clock only: machine seconds per host second (a replay at 10x).
+    speed: float = 1.0
+    #: A recording to play back: the guest is then the ``replay`` model (guests.py), whatever ``guest`` says.
+    replay: "ReplayScript | None" = None

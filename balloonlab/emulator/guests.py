@@ -10,6 +10,8 @@ buffer (the boot report) and answers each request after ``ANSWER_DELAY``; it als
 * ``nodriver``: no balloon driver: never reports (``last-update`` stays 0), ``actual`` never moves.
 * ``buggy``: answers the boot report, then keeps the buffer after the first request: polling stops for good.
 * ``partial``: an old driver (Linux 4.5 era) that reports tags 0-5 only: the rest stay unset.
+* ``replay``: plays back a recording (``balloonlab.replay``): the recorded reports at their recorded seconds and
+  the recorded host side (balloon size, targets, polling interval) at their recorded times; see ReplayGuest.
 * ``windows``: virtio-win's balloon driver with its balloon service: ``free-memory`` and ``available-memory`` are
   Windows' "available" (free + zeroed + standby cache), ``disk-caches`` the standby cache; no hugetlb stats.
   The service can be stopped (the driver then never answers) or switched to a build that answers with every
@@ -21,7 +23,8 @@ Guest actions (``x-balloonlab-guest``) are handled by :meth:`Guest.action`; docs
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ..errors import QMPError
 from ..units import parse_duration, parse_size
@@ -347,6 +350,151 @@ class WindowsGuest(Guest):
         return st
 
 
+#: A stats report as the guest sends it: (tag, value) entries.
+Entries = tuple[tuple[int, int], ...]
+#: What the recorded host side did: the guest's balloon size (``actual``, 4 KiB pages), a ``balloon`` target
+#: (bytes), a new polling interval (seconds).
+HostChange = Literal["actual", "target", "interval"]
+
+
+@dataclass(frozen=True)
+class ReplayScript:
+    """A recording as the ``replay`` guest plays it, in the machine's own time (built by ``client/replay.py``).
+
+    ``start`` is the wall-clock second the machine's clocks start at (VM time 0); ``initial`` the report the
+    device held when recording began, with its ``last-update``; ``reports`` every later report as
+    ``(last-update, entries)``, oldest first; ``host`` the host side's changes as ``(VM ns, what, value)``, in
+    time order (the polling interval in force at the start comes first, at 0).
+    """
+
+    source: str
+    start: float
+    initial: tuple[Entries, int] | None
+    reports: tuple[tuple[int, Entries], ...]
+    host: tuple[tuple[int, HostChange, int], ...]
+    actual_pages: int
+    duration_ns: int
+
+
+class ReplayGuest(Guest):
+    """A guest whose balloon driver reports what a recorded guest reported, when it reported it.
+
+    On a request the driver holds the buffer until the next recorded report's second, then answers with its
+    entries, so the device stamps the recorded ``last-update`` (the device does that itself, from the wall clock,
+    which starts at the recording's start).  Replayed at the recorded interval every report comes back at its own
+    second.  Polled faster, the guest cannot answer sooner than the recording did: reports arrive at the recorded
+    pace.  Polled slower, a report whose second has passed is skipped (``skipped`` counts them): the guest never
+    invents a report, nor moves one in time.  After the last recorded report it keeps the buffer, like a guest
+    that stopped answering.  The balloon follows the recording, not the target: new targets are ignored.
+    """
+
+    name = "replay"
+
+    def __init__(self, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, script: ReplayScript,
+                 **kwargs: Any) -> None:
+        super().__init__(clock, device, ram_size, **kwargs)
+        self.script = script
+        self.played = 0
+        self.skipped = 0
+        self._next = 0  # the first report not yet answered (or skipped)
+        self._host_next = 0
+        self._started = False
+        self._host_timer = clock.new_timer(VM, self._host_step)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._host_timer.delete()
+
+    def _load_driver(self) -> None:
+        dev = self.device
+        assert dev is not None
+        dev.driver_ok(self.driver_features)
+        dev.statsq.on_request = self._on_request
+        self.driver_loaded = True
+        if not self._started:  # the state the recording found; a reboot during the replay re-parks the latest
+            self._started = True
+            dev.config.actual = self.script.actual_pages
+            dev.config.num_pages = self.script.actual_pages
+        self._park_first_buffer()
+        self._host_step()
+
+    def _park_first_buffer(self) -> None:
+        dev = self.device
+        assert dev is not None
+        if self.played:
+            dev.statsq.guest_add(encode_stats(self.script.reports[self._next - 1][1]))
+        elif self.script.initial is not None:
+            entries, last_update = self.script.initial
+            dev.statsq.guest_add(encode_stats(entries))
+            # The device held this report before the recording began: it keeps the second it was stamped with.
+            dev.last_update = last_update
+        elif self.script.reports:
+            # Recording began before the driver's boot report: the first recorded report is that one, which the
+            # driver sends unasked, at its second.
+            now = self.clock.wall_time()
+            self._answer_timer.mod_in(max(0, round((self.script.reports[0][0] + 0.001 - now) * NS)))
+
+    def _on_request(self) -> None:
+        self.requests += 1
+        if not self.answering:
+            return
+        now = self.clock.wall_time()
+        reports = self.script.reports
+        i = self._next
+        while i < len(reports) and reports[i][0] + 1 <= now:
+            i += 1  # its second is over: this report cannot come back at its time
+        self.skipped += i - self._next
+        self._next = i
+        if i < len(reports):
+            # 1 ms into the second, so that the device's int(wall clock) is the recorded second.
+            self._answer_timer.mod_in(max(0, round((reports[i][0] + 0.001 - now) * NS)))
+
+    def _answer(self) -> None:
+        dev = self.device
+        # "guest": the answer to a request; "none": the boot report (see _park_first_buffer)
+        if dev is None or dev.statsq.holder == "device" or self._next >= len(self.script.reports):
+            return
+        entries = self.script.reports[self._next][1]
+        self._next += 1
+        self.played += 1
+        self.answers += 1
+        dev.statsq.guest_add(encode_stats(entries))
+
+    def _config_changed(self) -> None:
+        """The balloon follows the recording: a new target changes num_pages, never what the guest gives."""
+
+    def _host_step(self) -> None:
+        dev = self.device
+        assert dev is not None
+        changes = self.script.host
+        now = self.clock.vm_ns()
+        while self._host_next < len(changes) and changes[self._host_next][0] <= now:
+            _, what, value = changes[self._host_next]
+            self._host_next += 1
+            if what == "actual":
+                dev.guest_set_actual(value)
+            elif what == "target":
+                dev.set_target(value)
+            else:
+                dev.set_poll_interval(value)
+        if self._host_next < len(changes):
+            self._host_timer.mod(changes[self._host_next][0])
+
+    def action(self, name: str, params: dict) -> Any:
+        if name != "status":
+            raise QMPError("GenericError", f"x-balloonlab-guest: the replay guest plays {self.script.source}; it "
+                                           f"runs no workloads (known: status)")
+        return super().action(name, params)
+
+    def snapshot(self) -> dict:
+        reports = self.script.reports
+        return {"guest": self.name, "recording": self.script.source, "driver-loaded": self.driver_loaded,
+                "answering": self.answering, "requests": self.requests, "answers": self.answers,
+                "reports": len(reports), "played": self.played, "skipped": self.skipped,
+                "next-report": reports[self._next][0] if self._next < len(reports) else None,
+                "ends": self.script.start + self.script.duration_ns / NS}
+
+
 GUESTS: dict[str, type[Guest]] = {
     "linux": Guest, "nodriver": NoDriverGuest, "buggy": BuggyGuest, "partial": PartialGuest,
     "windows": WindowsGuest,
@@ -354,8 +502,11 @@ GUESTS: dict[str, type[Guest]] = {
 
 
 def make_guest(model: str, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
-               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS) -> Guest:
-    """A guest of the named model (see :data:`GUESTS`)."""
+               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, replay: ReplayScript | None = None) -> Guest:
+    """A guest of the named model (see :data:`GUESTS`); with ``replay``, the replay guest playing it."""
+    if replay is not None:
+        return ReplayGuest(clock, device, ram_size, script=replay, seed=seed, kernel=kernel,
+                           boot_delay_ns=boot_delay_ns)
     try:
         cls = GUESTS[model]
     except KeyError:

@@ -103,6 +103,11 @@ class Machine:
             raise EmulatorOptionError(f"-m: RAM size must be a positive multiple of 4 KiB, not {config.ram_size}")
         if len(config.balloons) > 1:
             raise EmulatorOptionError("-device virtio-balloon-pci: Only one balloon device is supported")
+        for spec in config.balloons:
+            try:
+                spec.check()
+            except EmulatorOptionError as exc:
+                raise EmulatorOptionError(f"-device {spec.driver}: {exc}") from None
         self.config = config
         self.clock = clock
         self.profile = PROFILES[config.qemu_version]
@@ -124,7 +129,7 @@ class Machine:
             if boot_ns < 0:
                 raise ValueError(f"the guest's boot delay cannot be negative: {config.boot_delay}")
             self.guest = make_guest(config.guest, clock, self.device, config.ram_size, seed=config.seed,
-                                    kernel=kernel, boot_delay_ns=boot_ns)
+                                    kernel=kernel, boot_delay_ns=boot_ns, replay=config.replay)
         except ValueError as e:
             raise EmulatorOptionError(str(e)) from None
         self.guest.on_reboot = self._guest_reboot
@@ -404,7 +409,7 @@ class Machine:
         devices = []
         if self.device is not None:
             devices.append({"path": self.device_path, **self.device.snapshot()})
-        return {"clock": self.clock.mode, "guest": self.config.guest, "qemu-version": self.profile.version,
+        return {"clock": self.clock.mode, "guest": self.guest.name, "qemu-version": self.profile.version,
                 "vm-clock-ns": self.clock.vm_ns(), "running": self.running, "devices": devices,
                 # beyond QEMU's own fields: the host wall clock of this emulator (virtual runs have their own)
                 "wall-clock": self.clock.wall_time()}

@@ -89,7 +89,7 @@ class Emulator:
         if self._server is not None:
             raise RuntimeError("this Emulator was already started")
         loop = asyncio.get_running_loop()
-        self.clock = Clock(self.config.clock, loop)
+        self.clock = Clock(self.config.clock, loop, start_epoch=self.config.start_epoch, speed=self.config.speed)
         self.machine = Machine(self.config, self.clock)  # config errors surface before any file exists
         if self._requested_path is None:
             self._private_dir = tempfile.mkdtemp(prefix="balloonlab-")  # mode 0700

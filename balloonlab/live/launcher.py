@@ -31,7 +31,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..errors import GuestExecError, InvalidValueError, LaunchError
 from ..units import parse_guest_size
@@ -99,11 +99,13 @@ def build_argv(
     accel: str = "tcg",
     extra_args: Sequence[str] = (),
     qemu: Sequence[str] = (QEMU_BINARY,),
+    balloon_options: Mapping[str, str | int | bool] | None = None,
 ) -> list[str]:
     """The QEMU command line (a list: never through a shell).  ``image=None`` boots no kernel at all.
 
     ``balloon_id``: the device's id (QOM ``/machine/peripheral/<id>``); ``""`` adds it without one
-    (``/machine/peripheral-anon/device[0]``); ``None`` adds no balloon device at all.
+    (``/machine/peripheral-anon/device[0]``); ``None`` adds no balloon device at all.  ``balloon_options``: more
+    device properties, ``{"free-page-reporting": True, "deflate-on-oom": True}`` (booleans as on/off).
     """
     if balloon_id and not _QEMU_ID.fullmatch(balloon_id):
         raise LaunchError(f"invalid device id {balloon_id!r}: QEMU ids start with a letter and contain only "
@@ -119,11 +121,22 @@ def build_argv(
     if image is not None:
         argv += ["-kernel", str(image.kernel), "-initrd", str(image.initrd), "-append", KERNEL_APPEND]
     if balloon_id is not None:
-        argv += ["-device", "virtio-balloon-pci" + (f",id={balloon_id}" if balloon_id else "")]
+        options = "".join(f",{_device_option(k, v)}" for k, v in (balloon_options or {}).items())
+        argv += ["-device", "virtio-balloon-pci" + (f",id={balloon_id}" if balloon_id else "") + options]
+    elif balloon_options:
+        raise LaunchError("balloon_options need a balloon device (balloon_id is None)")
     if paused:
         argv.append("-S")
     argv += list(extra_args)
     return argv
+
+
+def _device_option(name: str, value: str | int | bool) -> str:
+    """``name=value`` for a -device option: booleans as on/off; names checked, values escaped (_opt)."""
+    if not _QEMU_ID.fullmatch(name):
+        raise LaunchError(f"invalid device property name {name!r}")
+    text = ("on" if value else "off") if isinstance(value, bool) else str(value)
+    return f"{name}={_opt(text)}"
 
 
 # --- the private control monitor -------------------------------------------------------------------------------
@@ -241,6 +254,7 @@ class LiveVM:
         timeout: float = 90,
         *,
         qemu: str | Sequence[str] | None = None,
+        balloon_options: Mapping[str, str | int | bool] | None = None,
     ) -> "LiveVM":
         """Boot QEMU and return once its QMP socket accepts and (guest, not paused) the guest is ready.
 
@@ -251,6 +265,7 @@ class LiveVM:
         (built on first use).  ``workdir``: where the sockets and logs go (default: a fresh private directory,
         removed by :meth:`stop`).  ``qemu``: the binary, a wrapper command ending in one, or ``"debian13"`` for
         Debian 13's QEMU 10.0 built by ``balloonlab guest qemu`` (see :mod:`balloonlab.live.debian_qemu`).
+        ``balloon_options``: more properties of the balloon device (``{"free-page-reporting": True}``).
         ``accel="kvm"`` is allowed but not the default (the guest hangs on the machines balloonlab is developed
         on).  Raises :class:`~balloonlab.errors.LaunchError` quoting QEMU's stderr or the guest console when
         QEMU fails or the guest is not ready within ``timeout`` seconds.
@@ -264,7 +279,8 @@ class LiveVM:
         memory_mib(memory)  # a bad size fails here, before anything exists to clean up
         files, own = _make_workdir(workdir)
         argv = build_argv(files, memory=memory, balloon_id=balloon_id, paused=paused,
-                          image=image if guest else None, accel=accel, extra_args=extra_args, qemu=qemu_cmd)
+                          image=image if guest else None, accel=accel, extra_args=extra_args, qemu=qemu_cmd,
+                          balloon_options=balloon_options)
         started = time.monotonic()
         try:
             with open(files.stderr_log, "wb") as stderr:

@@ -28,6 +28,7 @@ class LabInfo:
     verdict: str  #: the doctor's short code ("healthy", "polling-off", ...)
     severity: str  #: "ok", "warning" or "error"
     message: str  #: the doctor's words
+    recording: str = ""  #: what records this lab (a failed recorder says why), one line each; "" if nothing
 
     @classmethod
     def of(cls, lab: Any) -> "LabInfo":
@@ -42,6 +43,7 @@ class LabInfo:
             verdict=diagnosis.verdict,
             severity=diagnosis.severity,
             message=diagnosis.message,
+            recording="\n".join(r.summary for r in lab.recorders),
         )
 
     def rows(self) -> list[tuple[str, str]]:
@@ -54,6 +56,7 @@ class LabInfo:
             ("RAM", f"{self.ram_size} ({format_size(self.ram_size)})"),
             ("polling", interval),
             ("doctor", f"[{self.severity}] {self.verdict}: {self.message}"),
+            *(("recording", line) for line in self.recording.splitlines()),
         ]
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:

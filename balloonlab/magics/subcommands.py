@@ -290,6 +290,58 @@ def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# recordings
+
+
+@subcommand("record")
+@magic_arguments(name="balloon record")
+@argument("file", nargs="?", default=None,
+          help="where to record (session.blab, or session.blab.gz compressed); none: show what records")
+@argument("--stop", action="store_true", help="stop recording the current lab")
+@_keep_doc
+def _record(magics: "BalloonMagics", args: argparse.Namespace) -> None:
+    """Record the current lab (every QMP exchange, event and report) to FILE until --stop or %balloon close."""
+    if args.stop and args.file:
+        raise UsageError("%balloon record: give a FILE to start recording, or --stop, not both")
+    lab = magics.require_lab()
+    if args.stop:
+        recorders = lab.recorders
+        for rec in recorders:
+            rec.stop()
+        print("\n".join(r.summary for r in recorders) or "nothing was recording this lab")
+        return
+    if args.file is None:
+        print("\n".join(r.summary for r in lab.recorders) or "nothing records this lab "
+              "(%balloon record FILE starts)")
+        return
+    rec = lab.record(os.path.expanduser(args.file))
+    print(f"recording {_describe(lab)} to {rec.path} (%balloon record --stop ends it)")
+
+
+@subcommand("replay")
+@magic_arguments(name="balloon replay")
+@argument("source", help="a recording file, or the name of a shipped one (balloonlab.recordings())")
+@argument("--clock", default="virtual", choices=["virtual", "real"],
+          help="virtual: %%balloon advance moves time (default); real: it runs by itself")
+@argument("--speed", default="1", help="on the real clock, how many times faster than recorded (default 1)")
+@_keep_doc
+def _replay(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Replay a recording as an emulated lab (the recorded reports at their recorded times) and make it current."""
+    try:
+        speed = float(args.speed)
+    except ValueError:
+        raise UsageError(f"%balloon replay --speed: {args.speed!r} is not a number (e.g. 10)") from None
+    if not 0 < speed < float("inf"):
+        raise UsageError(f"%balloon replay --speed: must be a positive number, not {args.speed}")
+    if args.clock == "virtual" and speed != 1:
+        raise UsageError("%balloon replay: --speed needs --clock real (on the virtual clock, %balloon advance "
+                         "sets the pace)")
+    from ..client.replay import replay
+
+    return magics.start_lab(lambda: replay(os.path.expanduser(args.source), clock=args.clock, speed=speed))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 def interval_words(seconds: int) -> str:

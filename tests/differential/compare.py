@@ -13,6 +13,12 @@ Rules (a step names one):
 - ``events``: event names in order, data equal, timestamps by shape.
 - ``balloon-events``: BALLOON_CHANGE events present on both with the same last ``actual`` (how many arrive
   depends on how fast the guest gives pages back, rate-limited by QEMU); the other events as ``events``.
+- ``timing``: when the guest's reports arrived (``ReportTimes``): as many on both sides, and each gap between
+  reports within ``TIMING_TOLERANCE`` of real QEMU's and of what docs/qemu-behaviour.md (B) says (``expect``):
+  tight enough that a doubled period, or a countdown that does not restart on a new interval, fails.
+- ``event-times``: the events as ``events``, and each one's timestamp, relative to the command that caused it
+  (``Events(since=...)``), within ``TIMING_TOLERANCE`` of real QEMU's: a held-back (coalesced) BALLOON_CHANGE
+  keeps the time QEMU made it, not the time the rate limit let it out.
 - ``none``: not compared (the step only drives the guest).
 
 A mismatch on a step that lists documented differences (``allow``) is re-checked after each difference's
@@ -42,6 +48,11 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return not self.mismatches
+
+
+#: Seconds two measured times may differ by: a TCG guest's answer and this client's 20 ms polling add jitter of a
+#: few tens of ms on a busy machine; the mistakes these rules catch are off by a whole period (1 s and more).
+TIMING_TOLERANCE = 0.3
 
 
 def ordered(value: Any) -> str:
@@ -177,6 +188,37 @@ def _balloon_events(real: Observation, emu: Observation, ram: int) -> list[str]:
     return out + _event_problems(others(real.events), others(emu.events), " (other than BALLOON_CHANGE)")
 
 
+def _timing(real: Observation, emu: Observation, ram: int) -> list[str]:
+    out = []
+    if len(real.value) != len(emu.value):
+        return [f"{len(real.value)} reports on qemu, {len(emu.value)} on the emulator (seconds apart: qemu "
+                f"{real.value}, emulator {emu.value})"]
+    expect = real.expect or [None] * len(real.value)
+    if len(expect) != len(real.value):
+        out.append(f"real QEMU sent {len(real.value)} reports ({real.value}), docs/qemu-behaviour.md (B) says "
+                   f"{len(expect)}")
+    for i, (r, e, want) in enumerate(zip(real.value, emu.value, expect)):
+        what = "start to the first report" if i == 0 else f"report {i} to report {i + 1}"
+        if want is None:
+            continue
+        if abs(r - want) > TIMING_TOLERANCE:
+            out.append(f"real QEMU: {what} took {r} s, docs/qemu-behaviour.md (B) says {want} s "
+                       "(the conversation is wrong?)")
+        if abs(e - r) > TIMING_TOLERANCE:
+            out.append(f"{what}: {r} s on qemu, {e} s on the emulator (tolerance {TIMING_TOLERANCE} s)")
+    return out
+
+
+def _event_times(real: Observation, emu: Observation, ram: int) -> list[str]:
+    out = _event_problems(real.events, emu.events)
+    if not out:
+        for (name, r), (_, e) in zip(real.value, emu.value):
+            if abs(r - e) > TIMING_TOLERANCE:
+                out.append(f"{name} stamped {r} s after the command on qemu, {e} s on the emulator "
+                           f"(all: qemu {real.value}, emulator {emu.value})")
+    return out
+
+
 RULES: dict[str, Callable[[Observation, Observation, int], list[str]]] = {
     "exact": _exact,
     "greeting": _exact,
@@ -185,6 +227,8 @@ RULES: dict[str, Callable[[Observation, Observation, int], list[str]]] = {
     "poll": _poll,
     "events": _events,
     "balloon-events": _balloon_events,
+    "timing": _timing,
+    "event-times": _event_times,
     "none": lambda real, emu, ram: [],
 }
 
@@ -206,6 +250,10 @@ def compare(real: list[Observation], emu: list[Observation], ram: int, version: 
         rule = RULES[r.rule]
         problems = rule(r, e, ram)
         allow = [d for d in r.allow if DIFFERENCES[d].applies_to(version)]
+        if r.must_differ and not problems:
+            verdict.mismatches.append(f"step {r.label!r}: the emulator answered as QEMU does, but docs/differences.md "
+                                      f"says it differs here ({', '.join(allow)}): fix the emulator or the list")
+            continue
         if problems and allow:
             remaining = rule(*_normalised(r, e, allow), ram)
             if not remaining:

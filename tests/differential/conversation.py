@@ -16,6 +16,8 @@ Steps:
 - :class:`QomWalk`: every property of a QOM path read back (and written with its own value).
 - :class:`SecondClient` / :class:`Handover`: a second client while the first is connected / after it left.
 - :class:`Quit`: ``quit``, then observes the reply, the SHUTDOWN event and whether the connection closed.
+- :class:`ReportTimes`: when the guest's reports arrive (seconds from the step's start to the first, then
+  between reports), for the polling period and its countdown (rule ``timing``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Observation:
     allow: tuple[str, ...] = ()  #: ids of documented differences (differences.py) this step may show
     sent: bytes = b""
     expect: Any = None  #: what real QEMU is known to do here (Poll); None = no expectation
+    #: the step must show one of its ``allow`` differences: an emulator that answers as QEMU here no longer does
+    #: what docs/differences.md says, and the list must change with it
+    must_differ: bool = False
 
 
 class Side(Protocol):
@@ -105,12 +110,18 @@ class Send:
     #: False: events that arrive meanwhile belong to the next step (whether a guest-driven event lands before or
     #: after this reply is a race, e.g. BALLOON_CHANGE right after ``balloon``).
     claim_events: bool = True
+    #: keep the host wall-clock time the message was sent under this name (event timestamps are compared
+    #: relative to it: ``Events(since=...)``)
+    mark: str | None = None
+    must_differ: bool = False  #: see Observation.must_differ
 
     def __post_init__(self) -> None:
         if not self.label:
             self.label = _encode(self.message).decode(errors="replace")[:100]
 
     def run(self, session: Session) -> Observation:
+        if self.mark:
+            session.saved[self.mark] = time.time()
         session.conn.send(self.message)
         if self.replies == SYNC:
             session.conn.send(SYNC_COMMAND)
@@ -123,6 +134,7 @@ class Send:
                               claim_events=self.claim_events)
         if self.replies == SYNC:  # the sentinel's own reply is framing, not part of what this step observed
             obs.lines = obs.lines[:-1]
+        obs.must_differ = self.must_differ
         return obs
 
 
@@ -183,6 +195,9 @@ class Events:
     rule: str = "events"
     until: Callable[[list[dict]], bool] | None = None  #: extra condition on the events of this step
     allow: tuple[str, ...] = ()
+    #: a ``Send.mark``: the value observed is then each event's timestamp in seconds after that send (both
+    #: sides run on this host, so QEMU's timestamps and ours share one wall clock)
+    since: str | None = None
 
     def __post_init__(self) -> None:
         self.label = self.label or "events " + ", ".join(self.names)
@@ -196,7 +211,54 @@ class Events:
             if all(n in names for n in self.names) and (self.until is None or self.until(new)):
                 break
             session.conn.pump_events(min(left, 0.1))
-        return session.observe(self.label, self.rule, [], allow=self.allow)
+        obs = session.observe(self.label, self.rule, [], allow=self.allow)
+        if self.since is not None:
+            t0 = session.saved[self.since]
+            obs.value = [(e["event"], round(e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6 - t0, 3))
+                         for e in obs.events]
+        return obs
+
+
+@dataclass
+class ReportTimes:
+    """Poll guest-stats every ``every`` s until ``count`` reports arrived (a report: the reply changed) or
+    ``deadline`` s passed (a report that lands in the same second as the one before, with the same values, cannot
+    be told from none: conversations start it more than a second after the last report).  Observes ``[start to
+    first report, first to second, ...]`` in seconds, as seen by this client (``every`` is the resolution);
+    ``expect`` is what docs/qemu-behaviour.md (B) says QEMU does (``[0, 1, 1]``: a report at once, then 1 s apart;
+    None: not compared), checked on real QEMU as well.
+
+    ``since`` names a ``Send.mark`` (the start is then when that command was sent) and ``baseline`` a saved
+    guest-stats reply read before it: a report that lands before this step's first read still counts (QEMU
+    answers a switch from off to on within milliseconds, often before the qom-set's reply is even read)."""
+
+    count: int
+    deadline: float
+    label: str
+    expect: list[float | None] | None = None
+    since: str | None = None
+    baseline: str | None = None
+    every: float = 0.02
+
+    def run(self, session: Session) -> Observation:
+        start = session.saved[self.since] if self.since else time.time()
+        reply = session.saved[self.baseline] if self.baseline else session.command(STATS_QUERY)
+        last = reply.get("return")
+        arrivals: list[float] = []
+        while len(arrivals) < self.count and time.time() - start < self.deadline:
+            now = session.command(STATS_QUERY).get("return")
+            if now != last:  # a report: last-update moved, or (in the same second) the values did
+                arrivals.append(time.time())
+                last = now
+            time.sleep(self.every)
+        gaps = [round(b - a, 3) for a, b in zip([start, *arrivals], arrivals)]
+        obs = session.observe(self.label, "timing", [], value=gaps, claim_events=False)  # replies: by the gaps
+        obs.expect = self.expect
+        return obs
+
+
+#: The query ReportTimes polls (the balloon at its usual id).
+STATS_QUERY = {"execute": "qom-get", "arguments": {"path": "/machine/peripheral/balloon0", "property": "guest-stats"}}
 
 
 @dataclass

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conversation import (SYNC, Conversation, Events, GuestRun, Handover, Pause, Poll, QomWalk, Quit, SecondClient,
-                           Send, command)
+from .conversation import (SYNC, Conversation, Events, GuestRun, Handover, Pause, Poll, QomWalk, Quit, ReportTimes,
+                           SecondClient, Send, command)
 
 DEVICE = "/machine/peripheral/balloon0"
 INTERVAL = "guest-stats-polling-interval"
@@ -419,8 +419,8 @@ RUN_STATES = Conversation("run states from -S, then quit", steps=[
 
 #: Unplugging the device by hand (QEMU does it; the emulator refuses).  Ends the VM's usefulness: own pair.
 UNREALIZE = Conversation("qom-set realized false", steps=[
-    qom_set("realized", False, allow=("unplug-not-modelled",)),
-    qom_get("realized", allow=("unplug-not-modelled",)),
+    qom_set("realized", False, allow=("unplug-not-modelled",), must_differ=True),
+    qom_get("realized", allow=("unplug-not-modelled",), must_differ=True),
 ])
 
 QUIT = Conversation("quit", steps=[command("query-status"), Quit()])
@@ -542,7 +542,41 @@ GUEST_RESET = Conversation("linux guest: system_reset with the balloon inflated 
     Events(["BALLOON_CHANGE"], 30, rule="balloon-events", label="deflated", until=_last_actual_is(512 * MIB)),
 ])
 
-GUEST = [GUEST_POLLING, GUEST_BALLOON, GUEST_EVENTS_NEED_NEGOTIATION, GUEST_TMPFS, GUEST_RESET]
+#: The polling period and its countdown, measured (docs/qemu-behaviour.md, B): off -> on polls at once and then
+#: every interval; a new value while on restarts the countdown from the qom-set, also one second into a 2 s
+#: countdown.
+GUEST_TIMING = Conversation("linux guest: report times at intervals 1 and 2, and a change in mid-countdown", steps=[
+    Pause(1.1, label="a new second since the last report (the boot report, or the last poll)"),
+    stats(label="before polling", save="off"),
+    qom_set(INTERVAL, 1, label="interval 1", mark="on"),
+    ReportTimes(4, 8, "interval 1: a report at once, then one a second", expect=[0, 1, 1, 1], since="on",
+                baseline="off"),
+    qom_set(INTERVAL, 2, label="interval 2 right after a report", mark="two"),
+    ReportTimes(3, 10, "interval 2: the countdown restarts at the qom-set, then one every 2 s", expect=[2, 2, 2],
+                since="two"),
+    Pause(1.0, label="one second into the 2 s countdown"),
+    qom_set(INTERVAL, 3, label="interval 3 in mid-countdown", mark="three"),
+    ReportTimes(2, 10, "interval 3: 3 s after the qom-set, not when the 2 s countdown ends", expect=[3, 3],
+                since="three"),
+    qom_set(INTERVAL, 0, label="restore 0"),
+])
+
+#: QEMU's monitor lets one BALLOON_CHANGE a second out; one made meanwhile is held back and sent when the second
+#: ends, stamped with the time QEMU made it.  Two 256-page chunks of the Linux driver (2 MiB) make two changes a few
+#: ms apart: the first goes out at once, the second a second later with a timestamp a few ms after the first's.
+GUEST_COALESCED = Conversation("linux guest: a held-back BALLOON_CHANGE keeps its timestamp", steps=[
+    Pause(1.5, label="no BALLOON_CHANGE in the last second: the rate limit is idle"),
+    command("balloon", {"value": 510 * MIB}, claim_events=False, mark="inflate", label="inflate by two chunks"),
+    Events(["BALLOON_CHANGE"], 10, rule="event-times", since="inflate", until=_last_actual_is(510 * MIB),
+           label="the first change at once, the second held back but stamped when made"),
+    Pause(1.5, label="the rate limit goes idle again"),
+    command("balloon", {"value": 512 * MIB}, claim_events=False, mark="deflate", label="deflate by two chunks"),
+    Events(["BALLOON_CHANGE"], 10, rule="event-times", since="deflate", until=_last_actual_is(512 * MIB),
+           label="the same on the way back"),
+])
+
+GUEST = [GUEST_POLLING, GUEST_BALLOON, GUEST_TIMING, GUEST_COALESCED, GUEST_EVENTS_NEED_NEGOTIATION, GUEST_TMPFS,
+         GUEST_RESET]
 
 
 GUEST_PAUSED_THEN_BOOT = Conversation("linux guest started with -S, then cont", steps=[

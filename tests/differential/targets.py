@@ -3,7 +3,7 @@
 Real QEMU is started by the live backend (:class:`balloonlab.live.launcher.LiveVM`): this machine's
 qemu-system-x86_64 (7.2) or Debian 13's QEMU 10.0 from its cached tree.  The emulator is started by the
 ``balloonlab emulate`` command with the same qemu-system options, answering as the real one's version (and, with
-a guest, running the live image's kernel); without that command, by the Emulator runner in-process.
+a guest, running the live image's kernel): the emulator is always the command a user runs, never a stand-in.
 :class:`Pair` runs one conversation against both at once (two threads: the guest waits overlap) and compares.
 """
 
@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.helpers import artifacts_dir
 
 from .compare import Verdict, compare
 from .conversation import Conversation, Observation, run_conversation
@@ -161,59 +163,6 @@ class EmulatedQEMU:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-class InProcessEmulator:
-    """The :class:`balloonlab.emulator.Emulator` runner on a private event loop thread, configured from the same
-    :class:`VMSpec` (used when the ``balloonlab emulate`` command is not available)."""
-
-    kind = "emulator"
-
-    def __init__(self, spec: VMSpec, version: str, timeout: float = 20.0) -> None:
-        import asyncio
-
-        from balloonlab.emulator import BalloonSpec, Emulator, MachineConfig
-
-        self.spec = spec
-        self.ram_size = spec.ram_size
-        config = MachineConfig(ram_size=spec.ram_size, start_paused=spec.paused, nodefaults=True,
-                               balloons=[BalloonSpec(id=spec.device_id or None)] if spec.device else [],
-                               qemu_version=version, guest="linux" if spec.guest else "nodriver",
-                               guest_kernel=guest_kernel() if spec.guest else None,
-                               single_client="--single-client" in spec.emulator_args)
-        self.loop = asyncio.new_event_loop()
-        self.emulator = Emulator(config)
-        self._thread = threading.Thread(target=self.loop.run_forever, name="differential-emulator", daemon=True)
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(self.emulator.start(), self.loop).result(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        self.socket_path = self.emulator.socket_path
-
-    def guest_run(self, live_command: str, emulated: dict) -> Any:
-        raise NotImplementedError("the emulated guest is driven through QMP (conversation.GuestRun)")
-
-    def stop(self) -> None:
-        import asyncio
-
-        if self.loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(self.emulator.stop(), self.loop).result(10)
-            finally:
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._thread.join(10)
-        self.loop.close()
-
-
-def start_emulator(spec: VMSpec, version: str) -> EmulatedQEMU | InProcessEmulator:
-    """``balloonlab emulate`` with the same command line when it exists, else the Emulator runner in-process."""
-    import importlib.util
-
-    if importlib.util.find_spec("balloonlab.cli.emulate") is not None:
-        return EmulatedQEMU(spec, version)
-    return InProcessEmulator(spec, version)
-
-
 class Pair:
     """A real QEMU and an emulator started from one :class:`VMSpec` (started together, stopped together)."""
 
@@ -223,9 +172,9 @@ class Pair:
         # from the tree's metadata for Debian 13's.
         self.version = qemu_version() if spec.qemu == "host" else _tree_version(spec.qemu)
         self.real: RealQEMU | None = None
-        self.emu: EmulatedQEMU | InProcessEmulator | None = None
+        self.emu: EmulatedQEMU | None = None
         try:
-            results = _both(lambda: RealQEMU(spec), lambda: start_emulator(spec, self.version))
+            results = _both(lambda: RealQEMU(spec), lambda: EmulatedQEMU(spec, self.version))
             self.real, self.emu = results
         except BaseException:
             self.stop()
@@ -293,16 +242,11 @@ def check(pair: Pair, conversation: Conversation) -> Verdict:
     return verdict
 
 
-#: Where a failing conversation's transcripts go (ignored by git; CI can keep it as an artifact).
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "differential"
-
-
 def write_transcript(conversation: Conversation, pair: Pair, real: list[Observation],
                      emu: list[Observation]) -> Path:
     """Both sides' conversation, step by step, bytes sent and lines received, side by side in one text file."""
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     name = "".join(c if c.isalnum() else "-" for c in conversation.name).strip("-")
-    path = ARTIFACTS / f"{name}-qemu-{pair.version}.txt"
+    path = artifacts_dir("differential") / f"{name}-qemu-{pair.version}.txt"
     out = [f"conversation {conversation.name!r}: real QEMU {pair.real.vm.qemu_version} vs emulator "
            f"--qemu-version {pair.version}", ""]
     for r, e in zip(real, emu):
@@ -322,39 +266,18 @@ PROFILES = ["host", "debian13"]
 PROFILE_IDS = ["host-qemu", "debian13-qemu-10.0"]
 
 
-def missing(spec: VMSpec) -> str | None:
-    """Why a pair for ``spec`` cannot start on this machine (a skip reason), or None."""
-    import importlib.util
-
-    if shutil.which("qemu-system-x86_64") is None:
-        return "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
-    for module, what in (("balloonlab.live.launcher", "the live backend (LiveVM)"),
-                         ("balloonlab.emulator.runner", "the emulator (balloonlab.emulator.Emulator)")):
-        if importlib.util.find_spec(module) is None:
-            return f"{what} is not available ({module} missing)"
-    if spec.qemu != "host":
-        from balloonlab.live.debian_qemu import find_debian_qemu
-
-        if find_debian_qemu(spec.qemu) is None:
-            return f"the {spec.qemu} QEMU tree is not built (as root: balloonlab guest qemu)"
-    if spec.guest:
-        from balloonlab.errors import GuestImageError
-        from balloonlab.live.guest_image import ensure_image
-
-        try:
-            ensure_image()
-        except GuestImageError as exc:
-            return f"the guest image is missing and cannot be built here: {exc}"
-    return None
+def needs(spec: VMSpec) -> tuple[str, ...]:
+    """The named test requirements (tests/fixtures/requirements.py) a pair for ``spec`` needs."""
+    return (("qemu",) + (("debian13-qemu",) if spec.qemu == "debian13" else ())
+            + (("guest-image",) if spec.guest else ()))
 
 
 def start_pair(spec: VMSpec):
-    """Generator for a pytest fixture: skip with a reason when a side cannot run, else yield a started Pair."""
-    import pytest
+    """Generator for a pytest fixture: skip (in CI: fail) with a reason when a side cannot run, else yield a
+    started Pair."""
+    from tests.fixtures.requirements import require
 
-    reason = missing(spec)
-    if reason:
-        pytest.skip(reason)
+    require(*needs(spec))
     pair = Pair(spec)
     try:
         yield pair
