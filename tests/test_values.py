@@ -141,3 +141,13 @@ def test_the_floor_is_what_no_guest_can_keep():
     assert parse_guest_size(MIN_GUEST_MEMORY) == MIN_GUEST_MEMORY
     assert "less than any guest can keep" in api_words(lambda: parse_guest_size(MIN_GUEST_MEMORY - 1))
     assert parse_interval("4294967295") == 2**32 - 1
+
+
+@pytest.mark.parametrize("value", ["1.5", "often", "4294967296"])
+def test_balloonlab_record_refuses_a_bad_interval_in_the_same_words(value, capsys):
+    from balloonlab.cli import record
+
+    words = api_words(lambda: parse_interval(value))
+    with pytest.raises(SystemExit):
+        record.main(["/nonexistent.sock", "-o", "/nonexistent.blab", "--interval", value])
+    assert words in capsys.readouterr().err
