@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import loop as _loop
-from .balloon import Balloon, advance_replaying, parse_ram
+from .balloon import Balloon, advance_replaying
 from ..errors import BalloonDisconnectedError, EmulatorOptionError, UnknownVMError, VirtualClockRequiredError
-from ..units import format_size, parse_duration
+from ..units import format_size, parse_duration, parse_guest_size, parse_size
 
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
@@ -133,7 +133,7 @@ class Host:
         from ..emulator.config import machine_config
 
         self._check_open()
-        ram = parse_ram(memory)
+        ram = parse_guest_size(memory, "VM memory")
         with self._lock:
             name = name or self._free_name()
             if name in self._labs and not self._labs[name].closed:
@@ -269,8 +269,8 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     from ..emulator.host import EmulatedHost
     from ..emulator.workloads import assign
 
-    host_ram = parse_ram(memory)
-    swap_bytes = host_ram // 2 if swap is None else parse_ram(swap)
+    host_ram = parse_guest_size(memory, "host memory")
+    swap_bytes = host_ram // 2 if swap is None else parse_size(swap)
     if not isinstance(vms, int) or isinstance(vms, bool) or vms < 0:
         raise EmulatorOptionError(f"vms is how many VMs to start: a whole number >= 0, not {vms!r}")
     if clock not in ("real", "virtual"):

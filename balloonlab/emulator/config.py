@@ -70,6 +70,9 @@ class MachineConfig:
     #: (1 s; a TCG boot of the tiny guest takes 2.5-4 s).  ``balloonlab.emulate()`` asks for a quick boot so that a
     #: lab has stats at once; only the duration changes, never the order of what happens.
     boot_delay: float | None = None
+    #: Serve one QMP client at a time, as QEMU does (the others wait ungreeted); False (the default) serves every
+    #: client at once, so a notebook's lab, %%qmp and qmp-shell can share one emulated VM (emulator/qmp_server.py).
+    single_client: bool = False
     #: Wall-clock time (Unix seconds) at which the machine's clocks start; None: now.  A replay starts at its
     #: recording's start, so ``last-update`` and event timestamps read as they were recorded.
     start_epoch: float | None = None
@@ -85,7 +88,7 @@ class MachineConfig:
 def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
                    id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
                    boot_delay: float | None = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-                   workload: WorkloadName | None = None) -> MachineConfig:
+                   workload: WorkloadName | None = None, single_client: bool = False) -> MachineConfig:
     """The MachineConfig of one VM as ``balloonlab.emulate()`` and a host make it, every choice checked
     (EmulatorOptionError names the choices)."""
     from .workloads import WORKLOADS  # the workload programs themselves load only when a guest runs one
@@ -108,4 +111,4 @@ def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_versio
                        deflate_on_oom=deflate_on_oom)
     return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=version,
                          guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
-                         workload=workload)
+                         workload=workload, single_client=single_client)
