@@ -135,7 +135,7 @@ def test_emulate_and_add_vm_take_a_recording_as_workload_too():
 
 
 def test_an_unknown_recording_names_the_shipped_ones_and_starts_nothing():
-    with pytest.raises(balloonlab.RecordingError, match="shipped: .*tmpfs-fill-7.2"):
+    with pytest.raises(balloonlab.RecordingError, match=r"shipped: .*tmpfs-fill-7\.2"):
         balloonlab.emulate_host(vms=2, workloads={"vm1": "recording:tmpfs-fil"})
     with balloonlab.emulate_host(memory="3G", vms=1) as host:
         with pytest.raises(balloonlab.RecordingError, match="nor a shipped recording"):
@@ -168,5 +168,5 @@ def test_a_recording_with_no_usable_report_cannot_drive_a_workload(tmp_path):
         header = f.readline()
     empty = tmp_path / "header-only.blab"
     empty.write_text(header)
-    with pytest.raises(balloonlab.RecordingError, match="header-only.blab: no report"):
+    with pytest.raises(balloonlab.RecordingError, match=r"header-only\.blab: no report"):
         balloonlab.emulate_host(vms=1, workloads={"vm0": f"recording:{empty}"})
