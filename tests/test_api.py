@@ -131,6 +131,7 @@ def test_set_target_moves_actual_and_emits_balloon_change(fresh):
 
 def test_subscribe_history_and_updates(fresh):
     lab = fresh
+    lab.history.enabled = False  # record only while watched
     updates = []
     start = len(lab.history)
     unsubscribe = lab.subscribe(updates.append)
@@ -149,6 +150,7 @@ def test_subscribe_history_and_updates(fresh):
     grown = len(lab.history)
     lab.stats()
     assert len(lab.history) == grown  # nobody watches: nothing recorded
+    lab.history.enabled = True
 
 
 def test_doctor_healthy_and_polling_off(fresh):
@@ -314,6 +316,29 @@ def test_virtual_clock_makes_time_a_parameter():
         assert 50 <= later - first <= 60
 
 
+def test_history_is_recorded_by_default_as_the_readme_shows():
+    """README: emulate(clock="virtual"), polling every 2 s, advance one minute: history holds the stats found on
+    connecting (the boot report) and the 30 reports of that minute, each at its own virtual time."""
+    with balloonlab.emulate(clock="virtual") as lab:
+        boot = lab.stats().last_update_seconds
+        lab.polling_interval = 2
+        lab.advance("1m")
+        df = lab.history.to_dataframe()
+        assert len(df) == 31
+        stamps = [int(t.timestamp()) for t in df["last-update"]]
+        assert stamps[0] == boot and all(b - a == 2 for a, b in itertools.pairwise(stamps[1:]))
+        assert df["free-memory"].iloc[-1] == lab.stats()["free-memory"]
+        assert df["interval"].iloc[-1] == 2
+
+
+def test_history_can_be_turned_off():
+    with balloonlab.emulate(clock="virtual", history=False) as lab:
+        lab.polling_interval = 2
+        lab.advance("1m")
+        assert len(lab.history) == 0 and not lab.following
+        assert lab.stats().last_update_seconds  # the device polled all the same
+
+
 @pytest.mark.parametrize("interval,duration", [(1, 3600), (7, 7200)])
 def test_advance_replays_every_report_into_history_and_subscribers(interval, duration):
     """On a virtual clock an advance shows history and subscribers each report with its own time, not only the
@@ -418,7 +443,7 @@ def test_doctor_reads_an_external_emulators_virtual_wall_clock(external_emulator
 
 
 def test_a_fleet_of_unwatched_labs_runs_no_watchers():
-    labs = [balloonlab.emulate(guest="linux", memory="128M") for _ in range(20)]
+    labs = [balloonlab.emulate(guest="linux", memory="128M", history=False) for _ in range(20)]
     try:
         for lab in labs:
             lab.polling_interval = 1

@@ -288,7 +288,7 @@ def test_plot_starts_with_what_the_lab_history_recorded(make) -> None:
 
 
 def test_close_unsubscribes_and_closes_every_widget(make) -> None:
-    lab = make.lab(guest="linux")
+    lab = make.lab(guest="linux", history=False)  # the panel is the only reason to follow
     panel = make.panel(lab)
     raw = make.raw(lab)
     parts = [panel, panel.interval_slider, panel.target_slider, panel.stats_table, panel.plot.figure,

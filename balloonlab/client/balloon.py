@@ -114,7 +114,7 @@ class Balloon:
     :func:`launch`."""
 
     def __init__(self, socket_path: str, *, backend: Backend = "connected", device_path: str | None = None,
-                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
+                 history: bool = True, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
                  name: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
@@ -130,13 +130,12 @@ class Balloon:
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
+        self._client.history.enabled = history  # before connecting: history starts with the stats found then
         try:
             self._run(self._client.connect(timeout=min(timeout, 5.0)), timeout + 5.0)
         except BaseException:
             self.close()
             raise
-        if history:
-            self._client.history.enabled = True
 
     # Plumbing --------------------------------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -216,7 +215,9 @@ class Balloon:
 
     @property
     def history(self) -> History:
-        """Samples and events; records while anything subscribes or ``history.enabled`` is True."""
+        """Samples and events: every report since the lab connected (bounded, see client/history.py).  Recording
+        is on by default; ``emulate(history=False)`` (or ``lab.history.enabled = False``) records only while
+        something subscribes (a panel, ``%balloon watch``)."""
         return self._client.history
 
     def qmp(self, command: str, _arguments: dict | None = None, /, **arguments: Any) -> Any:
@@ -508,14 +509,14 @@ def advance_replaying(labs: list[Balloon], seconds: float, advance: Callable[[fl
 
 
 # Constructors --------------------------------------------------------------------------------------------------
-def connect(path: str, *, device_path: str | None = None, history: bool = False, timeout: float = 10.0) -> Balloon:
+def connect(path: str, *, device_path: str | None = None, history: bool = True, timeout: float = 10.0) -> Balloon:
     """A lab on any QMP unix socket: a live QEMU (``-qmp unix:PATH,server=on,wait=off``) or `balloonlab emulate`."""
     return Balloon(str(path), backend="connected", device_path=device_path, history=history, timeout=timeout)
 
 
 def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: ClockKind = "real",
             qemu_version: QemuVersion = "10.0",
-            id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
+            id: str | None = None, paused: bool = False, *, history: bool = True, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
             workload: str | RecordedCurve | None = None) -> Balloon:
@@ -559,7 +560,7 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     return lab
 
 
-def start_emulated(config: Any, *, socket_path: str | None = None, history: bool = False,
+def start_emulated(config: Any, *, socket_path: str | None = None, history: bool = True,
                    timeout: float = 10.0) -> Balloon:
     """Start an in-process emulator for ``config`` (an ``emulator.config.MachineConfig``) and return its lab
     (``emulate()`` and ``replay()`` build their configs, this starts them)."""
@@ -583,7 +584,7 @@ def parse_ram(memory: str | int) -> int:
         raise EmulatorOptionError(str(exc)) from None
 
 
-def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,
+def launch(memory: str | int = "512M", *, history: bool = True, timeout: float = 10.0,
            free_page_reporting: bool = False, deflate_on_oom: bool = False, **options: Any) -> Balloon:
     """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
 

@@ -69,7 +69,7 @@ class Host:
 
     def __init__(self, emulated: EmulatedHost, *, guest: GuestModel, qemu_version: QemuVersion,
                  free_page_reporting: bool,
-                 deflate_on_oom: bool, seed: int, timeout: float) -> None:
+                 deflate_on_oom: bool, seed: int, timeout: float, history: bool = False) -> None:
         self._host = emulated
         self._guest: GuestModel = guest
         self._qemu_version: QemuVersion = qemu_version
@@ -77,6 +77,7 @@ class Host:
         self._deflate_on_oom = deflate_on_oom
         self._seed = seed
         self.timeout = timeout
+        self._history = history
         self._labs: dict[str, Balloon] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -147,7 +148,8 @@ class Host:
                 deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
             emu = _loop.run(self._host.add_vm(name, config), self.timeout)
             try:
-                lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name)
+                lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name,
+                              history=self._history)
             except BaseException:
                 _loop.run(emu.stop(), self.timeout)
                 raise
@@ -255,7 +257,7 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
                  clock: ClockKind = "virtual", free_page_reporting: bool = False, deflate_on_oom: bool = False,
                  qemu_version: QemuVersion = "10.0", workloads: str | Mapping[str, str] | None = None,
                  seed: int = 0, *,
-                 swap: str | int | None = None, timeout: float = 10.0) -> Host:
+                 swap: str | int | None = None, timeout: float = 10.0, history: bool = False) -> Host:
     """A host with ``memory`` of RAM running ``vms`` emulated VMs of ``vm_memory`` each, named ``vm0``...
 
     ``workloads``: None (idle), one name for all (``"diurnal"``), ``"mixed"`` (a varied seeded set) or a dict
@@ -263,6 +265,10 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     or all) makes a real guest's recorded appetite that VM's workload (``balloonlab.recordings()``; scaled to the
     VM's RAM and looping: docs/recordings.md).  ``swap``: the host's swap (default half its
     RAM).  Every VM is deterministic by ``seed`` on the virtual clock.
+
+    ``history``: whether each VM's lab records its reports (a single lab does by default; a host's VMs do not,
+    because a simulated day of 20 VMs at 1 s is 1.7 million reports that a policy run or the fleet panel never
+    reads).  Turn it on for the whole host here, or for one VM with ``host["vm1"].history.enabled = True``.
     """
     from ..emulator.host import EmulatedHost
     from ..emulator.workloads import assign
@@ -282,7 +288,7 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
     host = Host(emulated, guest=guest, qemu_version=qemu_version, free_page_reporting=free_page_reporting,
-                deflate_on_oom=deflate_on_oom, seed=seed, timeout=timeout)
+                deflate_on_oom=deflate_on_oom, seed=seed, timeout=timeout, history=history)
     try:
         for name in names:
             host.add_vm(vm_memory, name=name, workload=plan[name])

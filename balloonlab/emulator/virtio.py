@@ -86,24 +86,36 @@ def encode_stats(entries: Iterable[tuple[int, int]]) -> bytes:
     return encode_values([t for t, _ in entries], [v for _, v in entries])
 
 
+def _packer(entries: int) -> struct.Struct:
+    """The packer of a report of ``entries`` entries (kept for the sizes guests send, up to 64 entries)."""
+    packer = _PACKERS.get(entries)
+    if packer is None:
+        packer = struct.Struct("<" + "HQ" * entries)
+        if entries <= 64:
+            _PACKERS[entries] = packer
+    return packer
+
+
 def encode_values(tags: Sequence[int], values: Sequence[int]) -> bytes:
     """Like :func:`encode_stats` for parallel sequences (the guest's per-report fast path)."""
     n = len(tags)
-    packer = _PACKERS.get(n)
-    if packer is None:
-        packer = _PACKERS[n] = struct.Struct("<" + "HQ" * n)
     flat = [0] * (2 * n)
     flat[0::2] = tags
     flat[1::2] = values
-    return packer.pack(*flat)
+    return _packer(n).pack(*flat)
+
+
+def decode_entries(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The tags and the values of a report's complete entries, in order: QEMU stops reading when fewer than 10
+    bytes are left, so a trailing partial entry is dropped.  The one decoder: the device's report handler (the
+    virtual clock's hot path) and :func:`complete_entries` use it."""
+    flat = _packer(len(data) // ENTRY_SIZE).unpack_from(data)
+    return flat[0::2], flat[1::2]
 
 
 def complete_entries(data: bytes) -> Iterator[tuple[int, int]]:
-    """``(tag, value)`` for each complete entry of a report, in order: QEMU stops reading when fewer than 10
-    bytes are left, so a trailing partial entry is dropped.  The one decoder: the device's report handler (the
-    virtual clock's hot path) and :func:`decode_stats` both use it."""
-    extra = len(data) % ENTRY_SIZE
-    return ENTRY.iter_unpack(data[:-extra] if extra else data)
+    """``(tag, value)`` for each complete entry of a report, in order (see :func:`decode_entries`)."""
+    return zip(*decode_entries(data))
 
 
 def decode_stats(data: bytes, n_known: int) -> list[tuple[int, int, bool]]:
