@@ -34,7 +34,7 @@ from ..units import format_size, parse_duration, parse_guest_size, parse_interva
 
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
-    from ..emulator.workloads import WorkloadName
+    from ..emulator.workloads import RecordedCurve
     from ..qapi import RunState
 
 log = logging.getLogger("balloonlab")
@@ -544,7 +544,7 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
             id: str | None = None, paused: bool = False, *, history: bool = True, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-            workload: WorkloadName | None = None, single_client: bool = False) -> Balloon:
+            workload: str | RecordedCurve | None = None, single_client: bool = False) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
@@ -561,7 +561,8 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     ``free_page_reporting`` and ``deflate_on_oom`` are the device's QOM properties of the same names (QEMU's
     ``-device virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on``): the feature bits follow them, and
     so does the guest (free memory goes back to the host; the balloon deflates instead of an OOM kill).
-    ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``).
+    ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``), or
+    ``"recording:NAME_OR_PATH"``: a real guest's recorded appetite (docs/recordings.md).
 
     The emulator serves several QMP clients on ``lab.socket_path`` at once (qmp-shell can attach beside the lab);
     real QEMU serves one per socket.  ``single_client=True`` behaves as QEMU: while this lab is connected, another
@@ -569,12 +570,14 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     """
     try:
         from ..emulator.config import machine_config
+        from .replay import workload as read_workload
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
     config = machine_config(guest=guest, ram=parse_guest_size(memory, "memory"), clock=clock,
                             qemu_version=qemu_version, id=id, paused=paused, seed=seed, guest_kernel=guest_kernel,
                             boot_delay=boot_delay, free_page_reporting=free_page_reporting,
-                            deflate_on_oom=deflate_on_oom, workload=workload, single_client=single_client)
+                            deflate_on_oom=deflate_on_oom, workload=read_workload(workload),
+                            single_client=single_client)
     lab = start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
     if clock == "real" and not paused and guest != "nodriver":
         # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.

@@ -29,7 +29,7 @@ from ..units import format_size, parse_duration, parse_guest_size, parse_size
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.host import EmulatedHost
-    from ..emulator.workloads import WorkloadName
+    from ..emulator.workloads import RecordedCurve
 
 
 @dataclass(frozen=True)
@@ -127,10 +127,12 @@ class Host:
 
     def add_vm(self, memory: str | int = "1G", name: str | None = None, guest: GuestModel | None = None,
                free_page_reporting: bool | None = None, deflate_on_oom: bool | None = None, *,
-               workload: WorkloadName | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
+               workload: str | RecordedCurve | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
         """Start one more VM on this host (an emulated QEMU with its own QMP socket) and return its lab.  None:
-        the host's defaults (those given to :func:`emulate_host`)."""
+        the host's defaults (those given to :func:`emulate_host`).  ``workload``: a name
+        (``balloonlab.emulator.workloads``) or ``"recording:NAME_OR_PATH"``, a real guest's recorded appetite."""
         from ..emulator.config import machine_config
+        from .replay import workload as read_workload
 
         self._check_open()
         ram = parse_guest_size(memory, "VM memory")
@@ -141,7 +143,7 @@ class Host:
             seed = self._seed * 1000 + len(self._labs)
             config = machine_config(
                 guest=guest or self._guest, ram=ram, clock=self.clock, qemu_version=qemu_version or self._qemu_version,
-                id="balloon0", seed=seed, workload=workload,
+                id="balloon0", seed=seed, workload=read_workload(workload),
                 free_page_reporting=self._free_page_reporting if free_page_reporting is None else free_page_reporting,
                 deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
             emu = _loop.run(self._host.add_vm(name, config), self.timeout)
@@ -259,7 +261,9 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     """A host with ``memory`` of RAM running ``vms`` emulated VMs of ``vm_memory`` each, named ``vm0``...
 
     ``workloads``: None (idle), one name for all (``"diurnal"``), ``"mixed"`` (a varied seeded set) or a dict
-    ``{"vm0": "leak"}``; names in ``balloonlab.emulator.workloads``.  ``swap``: the host's swap (default half its
+    ``{"vm0": "leak"}``; names in ``balloonlab.emulator.workloads``.  ``"recording:NAME_OR_PATH"`` (for one VM
+    or all) makes a real guest's recorded appetite that VM's workload (``balloonlab.recordings()``; scaled to the
+    VM's RAM and looping: docs/recordings.md).  ``swap``: the host's swap (default half its
     RAM).  Every VM is deterministic by ``seed`` on the virtual clock.
 
     ``history``: whether each VM's lab records its reports (a single lab does by default; a host's VMs do not,
@@ -268,6 +272,7 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
     """
     from ..emulator.host import EmulatedHost
     from ..emulator.workloads import assign
+    from .replay import recorded_workload
 
     host_ram = parse_guest_size(memory, "host memory")
     swap_bytes = host_ram // 2 if swap is None else parse_size(swap)
@@ -277,7 +282,8 @@ def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = 
         raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of real, virtual")
     names = [f"vm{i}" for i in range(vms)]
     try:
-        plan = assign(dict(workloads) if isinstance(workloads, Mapping) else workloads, names, seed)
+        plan = assign(dict(workloads) if isinstance(workloads, Mapping) else workloads, names, seed,
+                      recorded_workload)
         emulated = EmulatedHost(host_ram, swap_bytes, clock)
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
