@@ -36,9 +36,13 @@ from __future__ import annotations
 class BalloonError(Exception):
     """Root of every balloonlab error."""
 
+    #: Where it was met, when that is what a person typed: a magic sets ``"%balloon stats"`` so IPython shows the
+    #: one form every magic error has, ``%balloon SUBCOMMAND: what is wrong (what to do)``.
+    where: str | None = None
+
     def _render_traceback_(self) -> list[str]:
         # IPython calls this instead of printing a traceback: a user error deserves one clean line.
-        return [f"{type(self).__name__}: {self}"]
+        return [f"{self.where or type(self).__name__}: {self}"]
 
 
 class QMPError(BalloonError):

@@ -7,10 +7,11 @@
 * ``policy_day_20vms_cpu_s``: the same with 20 VMs of 1 GiB on 15 GiB.  Goal <= 60 s.
 
 Where the time goes (``detail``, shares of the MomPolicy day, measured in the same run on identical hosts):
-``emulator`` is the host alone advancing the same day in 10 s steps with the labs' histories off (the guests, their
-workloads, the stats exchanges at each poll); ``observe`` is what a run adds when its policy decides nothing (NoPolicy: reading every VM
-each tick, building the views, the score and the rows); ``policy_and_targets`` is the rest: ``decide`` and every
-``set_target`` (a QMP ``balloon`` command, then the guest's driver moving the balloon in 1 MiB steps).
+``emulator`` is the host alone advancing the same day in 10 s steps with the labs' histories off (the guests,
+their workloads, the stats exchanges at each poll); ``observe`` is what a run adds when its policy decides nothing
+(NoPolicy: reading every VM each tick, building the views, the score and the rows); ``policy_and_targets`` is the
+rest: ``decide`` and every ``set_target`` (a QMP ``balloon`` command, then the guest's driver moving the balloon in
+1 MiB steps).
 ``--quick`` runs 1 h and scales by 24.
 """
 

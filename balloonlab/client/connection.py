@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import errno
 import logging
 import sys
 import threading
@@ -155,6 +156,9 @@ class BalloonClient:
         self.history = history if history is not None else History()
         self.history.on_enabled_change = lambda: _loop.call_soon(self._update_follower)
         self.disconnect_reason: str | None = None
+        #: For a lab that started its QEMU: how that process ended (None while it runs).  When it has ended, that
+        #: is the real cause of a lost connection, and every message says it instead of guessing.
+        self.exit_cause: Callable[[], str | None] | None = None
 
         self._qmp: _QMP | None = None
         self._connected = False
@@ -179,25 +183,59 @@ class BalloonClient:
         """Connect, negotiate, find the balloon, read the basics; start following if anyone wants updates."""
         if self.connected:
             return
+        await self._switch_to(await self._open(timeout))
+
+    async def reconnect(self, timeout: float = 5.0) -> None:
+        """Open a new connection first; only once it works, drop the old one and switch to the new.  A failed
+        attempt leaves a working connection as it was."""
+        await self._switch_to(await self._open(timeout))
+
+    async def _open(self, timeout: float) -> _QMP:
+        """A connected, negotiated QMPClient.  A socket that does not exist yet or refuses (a QEMU just started)
+        is tried again until ``timeout``; then the last reason is the error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            qmp = _QMP(self._on_event)
+            try:
+                await asyncio.wait_for(qmp.connect(self.socket_path), max(0.01, deadline - loop.time()))
+                return qmp
+            except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
+                await self._discard(qmp)
+                cause = getattr(exc, "exc", None) or exc
+                early = isinstance(cause, (FileNotFoundError, ConnectionRefusedError))
+                if early and loop.time() + 0.05 < deadline and self.exit_cause_now() is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                if self.exit_cause_now() is not None:
+                    raise BalloonDisconnectedError(self.disconnected_message()) from None
+                if isinstance(cause, asyncio.TimeoutError):
+                    why = f"no QMP greeting within {timeout:g} s"
+                elif isinstance(cause, OSError) and cause.errno in (errno.EAGAIN, errno.EINVAL):
+                    # Linux refuses a unix connection whose listen queue is full; asyncio then reports EINVAL
+                    why = "its queue of waiting connections is full"
+                else:
+                    why = str(cause) or type(cause).__name__
+                raise BalloonDisconnectedError(
+                    f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
+                    "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "
+                    "holding the socket's only connection?") from None
+
+    def exit_cause_now(self) -> str | None:
+        return self.exit_cause() if self.exit_cause is not None else None
+
+    async def _switch_to(self, qmp: _QMP) -> None:
+        old = self._qmp
         self._closing = False
         self._replaying = False
-        qmp = _QMP(self._on_event)
-        try:
-            await asyncio.wait_for(qmp.connect(self.socket_path), timeout)
-        except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
-            await self._discard(qmp)
-            cause = getattr(exc, "exc", None) or exc
-            why = (f"no QMP greeting within {timeout:g} s" if isinstance(cause, asyncio.TimeoutError)
-                   else str(cause) or type(cause).__name__)
-            raise BalloonDisconnectedError(
-                f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
-                "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "
-                "holding the socket's only connection?") from None
-        self._qmp = qmp
+        self._qmp = qmp  # from here the old connection's monitor stays silent (it is no longer self._qmp)
         self._connected = True
         self.disconnect_reason = None
-        self._wake = asyncio.Event()
+        if self._wake is None:
+            self._wake = asyncio.Event()
         _loop.spawn(self._monitor(qmp), "balloonlab-monitor")
+        if old is not None and old is not qmp:
+            await self._discard(old)
         try:
             await self._read_basics()
             if self._demand():
@@ -272,6 +310,13 @@ class BalloonClient:
         reason = await self._reap(qmp)
         if qmp is not self._qmp or self._closing:
             return
+        if self.exit_cause is not None:  # the socket's EOF can come a moment before the exit status is there
+            for _ in range(20):
+                if self.exit_cause_now() is not None or qmp is not self._qmp or self._closing:
+                    break
+                await asyncio.sleep(0.05)
+            if qmp is not self._qmp or self._closing:
+                return
         self._connected = False
         self.disconnect_reason = reason or "the server closed the connection"
         self._poke()
@@ -297,6 +342,9 @@ class BalloonClient:
             await self._reap(qmp)
 
     def disconnected_message(self) -> str:
+        cause = self.exit_cause_now()
+        if cause is not None:
+            return f"{cause}; start a new one with balloonlab.launch()"
         return (f"lost the QMP connection to {self.socket_path} ({self.disconnect_reason or 'not connected'}): "
                 "QEMU exited or closed the socket. Call lab.reconnect() once it is back.")
 

@@ -25,6 +25,7 @@ from .clock import NS, VM, Clock, Timer
 from .qom import is_int64, qdict, type_error
 from .reportlog import ReportLog
 from .virtio import (
+    CONFIG_SIZE_LEGACY,
     F_DEFLATE_ON_OOM,
     F_FREE_PAGE_HINT,
     F_PAGE_POISON,
@@ -81,6 +82,8 @@ class VirtioBalloon:
                         (page_poison, F_PAGE_POISON), (free_page_reporting, F_REPORTING)):
             if on:
                 self.host_features |= bit
+        if not self.host_features & (F_PAGE_POISON | F_FREE_PAGE_HINT | F_REPORTING):
+            self.config.size = CONFIG_SIZE_LEGACY  # QEMU's virtio_balloon_config_size
         self.guest_features = 0
         #: The virtio device status byte the driver wrote (0 until a driver probes, 15 once it is ready).
         self.device_status = 0

@@ -31,7 +31,7 @@ from ..units import parse_duration, parse_size
 from .clock import NS, VM, Clock
 from .device import VirtioBalloon
 from .memory import MemoryModel
-from .workloads import Workload
+from .workloads import Workload, WorkloadSpec
 from .virtio import (F_DEFLATE_ON_OOM, F_FREE_PAGE_HINT, F_REPORTING, F_STATS_VQ, LINUX_TRANSPORT, PAGE_SHIFT,
                      TRANSPORT_FEATURES, encode_stats, encode_values)
 
@@ -62,7 +62,7 @@ class Guest:
     has_driver = True
 
     def __init__(self, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
-                 kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, workload: str | None = None) -> None:
+                 kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, workload: WorkloadSpec | None = None) -> None:
         self.clock = clock
         self.boot_delay_ns = boot_delay_ns
         self.device = device
@@ -513,7 +513,7 @@ GUESTS: dict[str, type[Guest]] = {
 
 
 def make_guest(model: str, clock: Clock, device: VirtioBalloon | None, ram_size: int, *, seed: int = 0,
-               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, workload: str | None = None,
+               kernel: str = "6.1", boot_delay_ns: int = BOOT_DELAY_NS, workload: WorkloadSpec | None = None,
                replay: ReplayScript | None = None) -> Guest:
     """A guest of the named model (see :data:`GUESTS`) running ``workload``; with ``replay``, the replay guest
     playing that recording instead."""

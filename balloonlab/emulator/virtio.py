@@ -133,18 +133,28 @@ def stat_name(tag: int) -> str | None:
     return info.key if info else None
 
 
+#: Config space sizes (Linux include/uapi/linux/virtio_balloon.h ``struct virtio_balloon_config``): the first two
+#: fields, or all four (num_pages, actual, free_page_hint_cmd_id, poison_val).
+CONFIG_SIZE_LEGACY, CONFIG_SIZE_FULL = 8, 16
+
+
 @dataclass
 class BalloonConfig:
-    """The device's config space: ``{le32 num_pages; le32 actual}`` in 4 KiB pages.
+    """The device's config space: ``{le32 num_pages; le32 actual; le32 free_page_hint_cmd_id; le32 poison_val}``.
 
-    ``num_pages`` is what the host asks for (the balloon target); ``actual`` is what the driver says it holds.
+    ``num_pages`` is what the host asks for (the balloon target); ``actual`` is what the driver says it holds
+    (both in 4 KiB pages).  QEMU (hw/virtio/virtio-balloon.c ``virtio_balloon_config_size``) exposes all 16 bytes
+    when it offers PAGE_POISON, FREE_PAGE_HINT or REPORTING -- PAGE_POISON is on by default -- and only the first 8
+    otherwise.  The hint command id and the poison value stay 0 here: no free page hinting is modelled, and a
+    default Linux guest does not poison freed pages (so it does not accept PAGE_POISON).
     """
 
     num_pages: int = 0
     actual: int = 0
+    size: int = CONFIG_SIZE_FULL
 
     def to_bytes(self) -> bytes:
-        return struct.pack("<II", self.num_pages, self.actual)
+        return struct.pack("<IIII", self.num_pages, self.actual, 0, 0)[:self.size]
 
 
 class StatsVirtqueue:
