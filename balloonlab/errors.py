@@ -27,6 +27,7 @@ No ``qemu.qmp`` exception escapes a balloonlab call.
     +-- GuestExecError              a command in a live guest failed
     +-- JupyterLabError             balloonlab lab cannot start JupyterLab
     +-- RecordingError              a recording cannot be read (names the file and the line), or written
+    +-- PolicyError                 a policy raised, answered nonsense or took too long (names the tick and VM)
     +-- LibvirtError                libvirt refused a call (its code and message verbatim)
 """
 
@@ -36,9 +37,13 @@ from __future__ import annotations
 class BalloonError(Exception):
     """Root of every balloonlab error."""
 
+    #: Where it was met, when that is what a person typed: a magic sets ``"%balloon stats"`` so IPython shows the
+    #: one form every magic error has, ``%balloon SUBCOMMAND: what is wrong (what to do)``.
+    where: str | None = None
+
     def _render_traceback_(self) -> list[str]:
         # IPython calls this instead of printing a traceback: a user error deserves one clean line.
-        return [f"{type(self).__name__}: {self}"]
+        return [f"{self.where or type(self).__name__}: {self}"]
 
 
 class QMPError(BalloonError):
@@ -136,6 +141,21 @@ class RecordingError(BalloonError):
     corrupt record, not JSON``)."""
 
 
+class PolicyError(BalloonError):
+    """A ballooning policy failed at one tick of a run (``balloonlab.policy.run``): its ``decide`` raised,
+    returned something that is not ``{vm name: positive int bytes}``, or took longer than the run allows.
+
+    ``tick`` and ``vm`` (None when no single VM is at fault) say where; ``run`` is the run up to that tick, with
+    everything it recorded, so nothing is lost.
+    """
+
+    def __init__(self, message: str, *, tick: int, vm: str | None = None, run: object = None) -> None:
+        super().__init__(message)
+        self.tick = tick
+        self.vm = vm
+        self.run = run
+
+
 class LibvirtError(BalloonError):
     """libvirt refused a call of the libvirt backend (``balloonlab.connect("qemu:///system", domain=...)``).
 
@@ -172,6 +192,7 @@ __all__ = [
     "GuestExecError",
     "JupyterLabError",
     "RecordingError",
+    "PolicyError",
     "LibvirtError",
     "BalloonDisconnected",
     "NoBalloonDevice",

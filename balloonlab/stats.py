@@ -23,7 +23,9 @@ class StatInfo:
     libvirt: str  #: ``virsh dommemstat`` name
     unit: str  #: ``"bytes"`` or ``"count"`` (QMP units; libvirt shows bytes in KiB)
     meaning: str  #: what a Linux guest puts there
-    since: tuple[int, int]  #: first QEMU version that reports it
+    #: First QEMU version that reports it.  Tags 0-5: QEMU 1.5 (2013), whose QOM ``guest-stats`` property and
+    #: docs/virtio-balloon-stats.txt replaced the guest stats that earlier QEMUs had disabled.
+    since: tuple[int, int]
 
     @property
     def qmp_key(self) -> str:
@@ -31,16 +33,17 @@ class StatInfo:
 
 
 STATS: tuple[StatInfo, ...] = (
-    StatInfo(0, "swap-in", "swap_in", "bytes", "memory swapped in since boot", (2, 0)),
-    StatInfo(1, "swap-out", "swap_out", "bytes", "memory swapped out since boot", (2, 0)),
-    StatInfo(2, "major-faults", "major_fault", "count", "page faults that needed disk I/O", (2, 0)),
-    StatInfo(3, "minor-faults", "minor_fault", "count", "page faults served without disk I/O", (2, 0)),
-    StatInfo(4, "free-memory", "unused", "bytes", "memory not used at all (page cache counts as used)", (2, 0)),
+    StatInfo(0, "swap-in", "swap_in", "bytes", "memory swapped in since boot", (1, 5)),
+    StatInfo(1, "swap-out", "swap_out", "bytes", "memory swapped out since boot", (1, 5)),
+    StatInfo(2, "major-faults", "major_fault", "count", "page faults that needed disk I/O", (1, 5)),
+    StatInfo(3, "minor-faults", "minor_fault", "count", "page faults served without disk I/O", (1, 5)),
+    StatInfo(4, "free-memory", "unused", "bytes", "memory not used at all (page cache counts as used)", (1, 5)),
     StatInfo(5, "total-memory", "available", "bytes",
-             "memory the guest kernel manages (RAM minus balloon and reserved)", (2, 0)),
+             "memory the guest kernel manages (RAM minus balloon and reserved)", (1, 5)),
     StatInfo(6, "available-memory", "usable", "bytes",
              "memory available for new work without swapping (MemAvailable)", (2, 10)),
-    StatInfo(7, "disk-caches", "disk_caches", "bytes", "page cache that can be reclaimed quickly", (2, 11)),
+    StatInfo(7, "disk-caches", "disk_caches", "bytes",
+             "file pages in memory (NR_FILE_PAGES): page cache incl. tmpfs/shmem and dirty pages", (2, 11)),
     StatInfo(8, "htlb-pgalloc", "hugetlb_pgalloc", "count", "successful huge page allocations", (3, 0)),
     StatInfo(9, "htlb-pgfail", "hugetlb_pgfail", "count", "failed huge page allocations", (3, 0)),
     StatInfo(10, "oom-kills", "oom_kills", "count", "processes killed by the OOM killer", (9, 2)),

@@ -2,7 +2,9 @@
 
 * ``virtual_clock_24h_cpu_s``: CPU seconds (``time.process_time``, the whole process: the emulator runs on
   balloonlab's background thread) for ``lab.advance("24h")`` with the linux guest answering 1 s polling
-  (86 400 request/report exchanges).  Goal < 2 s.  ``--quick`` advances 1 h and scales by 24.
+  (86 400 polls, 172 800 request/report exchanges) and the lab's history recording every report (the default).
+  Goal <= 1 s.  ``--quick`` advances 1 h and scales by 24.
+* ``virtual_clock_24h_unrecorded_cpu_s``: the same with ``history=False``: the emulator alone (for information).
 * ``first_stats_emulated_ms``: wall time from ``balloonlab.emulate()`` to the first ``stats()`` that holds a
   value, in a warm process (imports done, one lab made and closed before), median of several.  Measured for
   the default real clock (the emulated guest's driver loads 1 s of VM time after power-on, like the boot of the
@@ -57,24 +59,37 @@ def first_stats_cold(quick: bool) -> Result:
                   "fresh interpreter, from `import balloonlab` (clock='virtual')")
 
 
-def virtual_clock(quick: bool) -> Result:
+def _advance_cpu(hours: int, history: bool) -> tuple[float, int, int]:
+    """CPU seconds of ``advance(hours)`` at 1 s polling; exchanges counted from the trace; samples recorded."""
     import balloonlab
 
+    with balloonlab.emulate(clock="virtual", timeout=120, history=history) as lab:
+        lab.polling_interval = 1
+        before, samples = lab.trace()["next"], len(lab.history)
+        t = time.process_time()
+        lab.advance(f"{hours}h")
+        cpu = time.process_time() - t
+        return cpu, lab.trace()["next"] - before, len(lab.history) - samples
+
+
+def virtual_clock(quick: bool) -> list[Result]:
     hours = 1 if quick else 24
-    samples = []
+    got: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(1 if quick else 3):
-        with balloonlab.emulate(clock="virtual", timeout=120) as lab:
-            lab.polling_interval = 1
-            before = lab.trace()["next"]
-            t = time.process_time()
-            lab.advance(f"{hours}h")
-            cpu = time.process_time() - t
-            exchanges = lab.trace()["next"] - before
-        samples.append(cpu * 24 / hours)
-    value = median(samples)
-    return Result("virtual_clock_24h_cpu_s", round(value, 3), "s CPU", "< 2", check(value, "<", 2.0),
-                  {"hours_advanced": hours, "exchanges": exchanges, "samples": [round(s, 3) for s in samples]},
-                  "linux guest, polling 1 s" + (", 1 h measured, x24" if quick else ""))
+        for history in (True, False):  # alternate, so a busy phase of the machine hits both alike
+            cpu, exchanges, samples = _advance_cpu(hours, history)
+            got[history].append(cpu * 24 / hours)
+            if history:
+                recorded = samples
+    recorded_value, unrecorded = median(got[True]), median(got[False])
+    note = "linux guest, polling 1 s" + (", 1 h measured, x24" if quick else "")
+    return [
+        Result("virtual_clock_24h_cpu_s", round(recorded_value, 3), "s CPU", "<= 1", check(recorded_value, "<=", 1.0),
+               {"hours_advanced": hours, "exchanges": exchanges, "samples_recorded": recorded,
+                "samples": [round(s, 3) for s in got[True]]}, note + ", history recording every report"),
+        Result("virtual_clock_24h_unrecorded_cpu_s", round(unrecorded, 3), "s CPU", None, None,
+               {"samples": [round(s, 3) for s in got[False]]}, note + ", history=False"),
+    ]
 
 
 def first_stats(quick: bool) -> list[Result]:
@@ -95,4 +110,4 @@ def first_stats(quick: bool) -> list[Result]:
 
 
 def run(quick: bool = False) -> list[Result]:
-    return [virtual_clock(quick), *first_stats(quick), first_stats_cold(quick)]
+    return [*virtual_clock(quick), *first_stats(quick), first_stats_cold(quick)]

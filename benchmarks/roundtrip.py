@@ -46,14 +46,36 @@ def emulator_process(version: str = "7.2") -> Iterator[str]:
             raise RuntimeError(f"balloonlab emulate exited: {proc.stderr.read().decode()}")
         yield path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+        _stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def bare_process() -> Iterator[str]:
+    """bare_server.py (Python's floor for a QMP round trip) in its own process; yields its socket path."""
+    tmp = tempfile.mkdtemp(prefix="balloonlab-bench-")
+    path = os.path.join(tmp, "bare.sock")
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare_server.py")
+    proc = subprocess.Popen([sys.executable, script, path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: os.path.exists(path) or proc.poll() is not None, 20, "the bare server's socket")
+        if proc.poll() is not None:
+            raise RuntimeError(f"bare_server.py exited: {proc.stderr.read().decode()}")  # type: ignore[union-attr]
+        yield path
+    finally:
+        _stop(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 @contextlib.contextmanager
@@ -110,25 +132,27 @@ def run(quick: bool = False) -> list[Result]:
     import balloonlab
 
     rounds, size = (6, 30) if quick else (40, 50)
-    keys = ("rtt_emulator_vs_qemu_raw", "rtt_emulator_vs_qemu_qmpclient", "lab_stats_vs_qmpclient_qemu",
-            "lab_stats_vs_qmpclient_emulator")
+    keys = ("rtt_emulator_vs_qemu_raw", "rtt_bare_vs_qemu_raw", "rtt_emulator_vs_bare_raw",
+            "rtt_emulator_vs_qemu_qmpclient", "lab_stats_vs_qmpclient_qemu", "lab_stats_vs_qmpclient_emulator")
     if not have_qemu():
         return [Result(k, None, "ratio", note="qemu-system-x86_64 not installed") for k in keys]
-    with emulator_process() as emu_path, qemu_process(3) as (vm, qpaths):
-        raw = {"qemu": RawQMP(qpaths[0]), "emulator": RawQMP(emu_path)}
+    with emulator_process() as emu_path, qemu_process(3) as (vm, qpaths), bare_process() as bare_path:
+        raw = {"qemu": RawQMP(qpaths[0]), "emulator": RawQMP(emu_path), "bare": RawQMP(bare_path)}
         aq = {"qemu": AsyncQMP(qpaths[1]), "emulator": AsyncQMP(emu_path)}
         labs = {"qemu": balloonlab.connect(qpaths[2], device_path=DEVICE),
                 "emulator": balloonlab.connect(emu_path, device_path=DEVICE)}
         try:
             for side in ("qemu", "emulator"):  # warm up every path once
                 _raw_batch(raw[side], 20), aq[side].batch(20), _lab_batch(labs[side], 20)
+            _raw_batch(raw["bare"], 20)
             from balloonlab.client import loop as _loop
 
             async def nothing() -> None:
                 return None
 
             # The facade's floor: one round trip to balloonlab's loop thread and back, doing nothing.
-            cands = {"handoff": lambda: batch_median(lambda: _loop.run(nothing(), 5), size)}
+            cands = {"handoff": lambda: batch_median(lambda: _loop.run(nothing(), 5), size),
+                     "raw/bare": lambda: _raw_batch(raw["bare"], size)}
             for side in ("qemu", "emulator"):
                 cands[f"raw/{side}"] = (lambda s=side: _raw_batch(raw[s], size))
                 cands[f"qmpclient/{side}"] = (lambda s=side: aq[s].batch(size))
@@ -145,19 +169,26 @@ def run(quick: bool = False) -> list[Result]:
     qemu_version = vm.qemu_version
     setup = f"QEMU {qemu_version} TCG paused, no guest (-S, guest=False) vs balloonlab emulate -S --guest nodriver"
     r1 = got["raw/emulator"] / got["raw/qemu"]
+    floor, over_floor = got["raw/bare"] / got["raw/qemu"], got["raw/emulator"] / got["raw/bare"]
     r2 = got["qmpclient/emulator"] / got["qmpclient/qemu"]
     r3 = got["lab/qemu"] / got["qmpclient/qemu"]
     r4 = got["lab/emulator"] / got["qmpclient/emulator"]
     return [
-        Result(keys[0], round(r1, 3), "ratio", "<= 0.5", check(r1, "<=", 0.5),
-               {"emulator_us": us["raw/emulator"], "qemu_us": us["raw/qemu"]}, setup + "; raw socket"),
-        Result(keys[1], round(r2, 3), "ratio", None, None,
+        Result(keys[0], round(r1, 3), "ratio", "<= 0.4", check(r1, "<=", 0.4),
+               {"emulator_us": us["raw/emulator"], "qemu_us": us["raw/qemu"], "bare_us": us["raw/bare"]},
+               setup + "; raw socket"),
+        Result(keys[1], round(floor, 3), "ratio", None, None, {"bare_us": us["raw/bare"], "qemu_us": us["raw/qemu"]},
+               "Python's floor: bare_server.py (asyncio Protocol, json.loads, 16-stat json.dumps) / QEMU; raw socket"),
+        Result(keys[2], round(over_floor, 3), "ratio", None, None,
+               {"emulator_us": us["raw/emulator"], "bare_us": us["raw/bare"]},
+               "the emulator over Python's floor; raw socket"),
+        Result(keys[3], round(r2, 3), "ratio", None, None,
                {"emulator_us": us["qmpclient/emulator"], "qemu_us": us["qmpclient/qemu"]},
                setup + "; qemu.qmp QMPClient.execute"),
-        Result(keys[2], round(r3, 3), "ratio", "<= 1.15", check(r3, "<=", 1.15),
+        Result(keys[4], round(r3, 3), "ratio", "<= 1.15", check(r3, "<=", 1.15),
                {"lab_stats_us": us["lab/qemu"], "qmpclient_us": us["qmpclient/qemu"],
                 "thread_handoff_us": us["handoff"]}, "real QEMU " + qemu_version),
-        Result(keys[3], round(r4, 3), "ratio", "<= 1.15", check(r4, "<=", 1.15),
+        Result(keys[5], round(r4, 3), "ratio", "<= 1.15", check(r4, "<=", 1.15),
                {"lab_stats_us": us["lab/emulator"], "qmpclient_us": us["qmpclient/emulator"],
                 "thread_handoff_us": us["handoff"]},
                "balloonlab emulate (separate process)"),

@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 from _common import Result
 
-MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "recording", "host")
+MODULES = ("roundtrip", "emulated", "launched", "fleet", "panel", "recording", "host", "policy")
 
 #: Every key the runner emits, in table order (a module that fails still emits its keys, with value None).
 KEYS = {
-    "roundtrip": ("rtt_emulator_vs_qemu_raw", "rtt_emulator_vs_qemu_qmpclient", "lab_stats_vs_qmpclient_qemu",
-                  "lab_stats_vs_qmpclient_emulator"),
-    "emulated": ("virtual_clock_24h_cpu_s", "first_stats_emulated_ms", "first_stats_emulated_virtual_ms",
-                 "first_stats_emulated_cold_ms"),
+    "roundtrip": ("rtt_emulator_vs_qemu_raw", "rtt_bare_vs_qemu_raw", "rtt_emulator_vs_bare_raw",
+                  "rtt_emulator_vs_qemu_qmpclient", "lab_stats_vs_qmpclient_qemu", "lab_stats_vs_qmpclient_emulator"),
+    "emulated": ("virtual_clock_24h_cpu_s", "virtual_clock_24h_unrecorded_cpu_s", "first_stats_emulated_ms",
+                 "first_stats_emulated_virtual_ms", "first_stats_emulated_cold_ms"),
     "launched": ("first_stats_launched_vs_bare_boot",),
     "fleet": ("fleet_10_cpu_percent", "fleet_10_subscribed_cpu_percent", "fleet_100_cpu_percent",
               "fleet_100_subscribed_cpu_percent", "fleet_baseline_cpu_percent"),
@@ -36,6 +36,7 @@ KEYS = {
     "recording": ("recording_day_2s_mb", "recording_cpu_overhead_percent",
                   "recording_cpu_overhead_back_to_back_percent"),
     "host": ("host_100_ready_s", "host_20_24h_cpu_s", "host_100_idle_cpu_percent"),
+    "policy": ("policy_day_4vms_cpu_s", "policy_day_20vms_cpu_s"),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,3 +142,23 @@ def balloonlab_process(*args: str) -> Iterator[subprocess.Popen]:
         proc.wait(10)
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def emulate_command(*options: str) -> Iterator[str]:
+    """``balloonlab emulate`` in a subprocess (256 MiB, balloon at /machine/peripheral/balloon0, plus ``options``),
+    as a person starts it; yields its QMP socket once it listens, and stops it (and removes its folder) after."""
+    workdir = tempfile.mkdtemp(prefix="balloonlab-cmd-")
+    path = os.path.join(workdir, "qmp.sock")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "balloonlab", "emulate", *options, "-qmp", f"unix:{path},server=on,wait=off",
+         "-m", "256", "-device", "virtio-balloon-pci,id=balloon0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == path  # printed once it listens
+        yield path
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)

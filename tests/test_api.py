@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,8 +19,8 @@ import pytest
 
 import balloonlab
 from balloonlab.client import loop as _loop
-from balloonlab.errors import (BalloonDisconnectedError, EmulatorOptionError, QMPError, UnsupportedBackendError,
-                               VirtualClockRequiredError)
+from balloonlab.errors import (BalloonDisconnectedError, EmulatorOptionError, InvalidValueError, QMPError,
+                               UnsupportedBackendError, VirtualClockRequiredError)
 from balloonlab.stats import GuestStats
 from tests.helpers import clean_loop, process_gone, wait_until  # noqa: F401  (clean_loop: autouse fixture)
 
@@ -94,9 +95,13 @@ def test_polling_interval_values(fresh, value):
     (None, "Invalid parameter type for 'guest-stats-polling-interval', expected: integer"),
 ])
 def test_polling_interval_errors_are_qemus_words(fresh, value, desc):
+    """QEMU's own words come back through raw QMP; the property refuses the same values before sending them."""
     with pytest.raises(QMPError) as err:
-        fresh.polling_interval = value
+        fresh.qmp("qom-set", path=fresh.device_path, property="guest-stats-polling-interval", value=value)
     assert (err.value.error_class, err.value.desc) == ("GenericError", desc)
+    if value != "2":  # "2" is a spelling of 2 seconds for the property, as for %balloon poll
+        with pytest.raises(InvalidValueError, match=re.escape(repr(value))):
+            fresh.polling_interval = value
     assert fresh.polling_interval == 0
 
 
@@ -125,12 +130,15 @@ def test_set_target_moves_actual_and_emits_balloon_change(fresh):
     change = [e for e in lab.events[seen:] if e["event"] == "BALLOON_CHANGE"][-1]
     assert set(change["timestamp"]) == {"seconds", "microseconds"}
     with pytest.raises(QMPError) as err:
-        lab.set_target(0)
+        lab.qmp("balloon", value=0)  # raw QMP: QEMU's words (set_target refuses 0 before sending it)
     assert err.value.error_class == "GenericError" and err.value.desc.endswith("expects a size")
+    with pytest.raises(InvalidValueError, match="target 0 is not a size"):
+        lab.set_target(0)
 
 
 def test_subscribe_history_and_updates(fresh):
     lab = fresh
+    lab.history.enabled = False  # record only while watched
     updates = []
     start = len(lab.history)
     unsubscribe = lab.subscribe(updates.append)
@@ -149,6 +157,7 @@ def test_subscribe_history_and_updates(fresh):
     grown = len(lab.history)
     lab.stats()
     assert len(lab.history) == grown  # nobody watches: nothing recorded
+    lab.history.enabled = True
 
 
 def test_doctor_healthy_and_polling_off(fresh):
@@ -219,8 +228,17 @@ def test_killed_backend_during_a_subscription(doomed):
     assert wait_until(lambda: lab.following, 10)
     kill()
     assert wait_until(lambda: any(u.kind == "disconnected" for u in updates), 10)
-    with pytest.raises(BalloonDisconnectedError, match="reconnect"):
-        lab.stats()
+    if lab.vm is None:
+        with pytest.raises(BalloonDisconnectedError, match="reconnect"):
+            lab.stats()
+    else:  # the lab knows the process it started: the message names the real cause, everywhere
+        said = (f"the QEMU this lab started (pid {lab.vm.pid}) was killed by SIGKILL; start a new one with "
+                "balloonlab.launch()")
+        assert [u.error for u in updates if u.kind == "disconnected"] == [said]
+        for call in (lab.stats, lab.reconnect, lambda: lab.polling_interval):
+            with pytest.raises(BalloonDisconnectedError) as info:
+                call()
+            assert str(info.value) == said
     with pytest.raises(BalloonDisconnectedError):
         lab.set_target("256M")
     assert wait_until(lambda: not lab.following, 10)
@@ -247,7 +265,7 @@ def test_close_leaves_nothing_behind(doomed):
 # --- emulated only ----------------------------------------------------------------------------------------------
 
 def test_emulate_placement_and_options():
-    with balloonlab.emulate(id="balloon0", qemu_version="7.2", memory=256) as lab:
+    with balloonlab.emulate(id="balloon0", qemu_version="7.2", memory="256M") as lab:
         assert lab.device_path == "/machine/peripheral/balloon0"
         assert lab.ram_size == 256 * MiB
         assert lab.qemu_version.startswith("7.2")
@@ -272,7 +290,8 @@ def test_guest_kernel_and_the_virtio_view():
         assert lab.virtio().num_pages == 128 * MiB // 4096  # written at once; actual follows the driver
         lab.advance("1s")
         assert lab.virtio().actual_pages == 128 * MiB // 4096
-        assert lab.virtio().config_bytes == (32768).to_bytes(4, "little") * 2
+        # QEMU's default page-poison=on gives the full 16 bytes: num_pages, actual, hint command id, poison value
+        assert lab.virtio().config_bytes == (32768).to_bytes(4, "little") * 2 + bytes(8)
     with balloonlab.emulate(qemu_version="7.2", guest_kernel="6.1", clock="virtual") as lab:
         assert len(lab.trace()["exchanges"][0]["entries"]) == 10
     with pytest.raises(EmulatorOptionError, match=r"6\.12"):
@@ -312,6 +331,29 @@ def test_virtual_clock_makes_time_a_parameter():
         lab.advance("1m")
         later = lab.stats().last_update_seconds
         assert 50 <= later - first <= 60
+
+
+def test_history_is_recorded_by_default_as_the_readme_shows():
+    """README: emulate(clock="virtual"), polling every 2 s, advance one minute: history holds the stats found on
+    connecting (the boot report) and the 30 reports of that minute, each at its own virtual time."""
+    with balloonlab.emulate(clock="virtual") as lab:
+        boot = lab.stats().last_update_seconds
+        lab.polling_interval = 2
+        lab.advance("1m")
+        df = lab.history.to_dataframe()
+        assert len(df) == 31
+        stamps = [int(t.timestamp()) for t in df["last-update"]]
+        assert stamps[0] == boot and all(b - a == 2 for a, b in itertools.pairwise(stamps[1:]))
+        assert df["free-memory"].iloc[-1] == lab.stats()["free-memory"]
+        assert df["interval"].iloc[-1] == 2
+
+
+def test_history_can_be_turned_off():
+    with balloonlab.emulate(clock="virtual", history=False) as lab:
+        lab.polling_interval = 2
+        lab.advance("1m")
+        assert len(lab.history) == 0 and not lab.following
+        assert lab.stats().last_update_seconds  # the device polled all the same
 
 
 @pytest.mark.parametrize("interval,duration", [(1, 3600), (7, 7200)])
@@ -418,7 +460,7 @@ def test_doctor_reads_an_external_emulators_virtual_wall_clock(external_emulator
 
 
 def test_a_fleet_of_unwatched_labs_runs_no_watchers():
-    labs = [balloonlab.emulate(guest="linux", memory="128M") for _ in range(20)]
+    labs = [balloonlab.emulate(guest="linux", memory="128M", history=False) for _ in range(20)]
     try:
         for lab in labs:
             lab.polling_interval = 1

@@ -52,6 +52,17 @@ def test_protocol(paused, conversation):
     check(paused, conversation)
 
 
+@pytest.fixture(params=PROFILES, ids=PROFILE_IDS)
+def paused_single_client(request):
+    """As ``paused``, with ``balloonlab emulate --single-client``."""
+    yield from start_pair(VMSpec(paused=True, qemu=request.param, emulator_args=("--single-client",)))
+
+
+def test_single_client_needs_no_documented_difference(paused_single_client):
+    """With --single-client the "one client at a time" conversation agrees with QEMU outright."""
+    assert check(paused_single_client, C.ONE_CLIENT_AT_A_TIME).allowed == []
+
+
 @pytest.mark.parametrize("value", C.GOOD_INTERVALS + C.BAD_INTERVALS, ids=repr)
 def test_polling_interval_value(paused, value):
     check(paused, C.polling_value(value))

@@ -325,6 +325,17 @@ def test_no_request_while_stats_vq_is_not_acked():
     assert clock.vm_ns() == 5 * 10**9
 
 
+@pytest.mark.parametrize("props, size", [
+    ({}, 16),                                                   # page-poison=on by default: the full struct
+    ({"page_poison": False}, 8),                                # nothing that needs more: num_pages and actual
+    ({"page_poison": False, "free_page_reporting": True}, 16),  # any of the three features: all four fields
+])
+def test_config_space_size_follows_qemus_virtio_balloon_config_size(props, size):
+    m, _, _ = make(**props)
+    config = m.execute("x-balloonlab-status", {})["devices"][0]["config"]
+    assert len(bytes.fromhex(config["bytes"])) == size
+
+
 def test_unplug_is_refused_in_the_documented_words_and_the_device_stays():
     """docs/differences.md (unplug-not-modelled) quotes this refusal; the differential test requires it exactly."""
     m, _, _ = make()

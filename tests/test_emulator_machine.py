@@ -8,6 +8,7 @@ import pytest
 from balloonlab.emulator.clock import Clock
 from balloonlab.emulator.config import BalloonSpec, MachineConfig
 from balloonlab.emulator.machine import Machine
+from balloonlab.client.connection import _report_columns as report_columns
 from balloonlab.errors import EmulatorOptionError, QMPError
 
 EPOCH = 1_700_000_000.0
@@ -145,6 +146,7 @@ def test_query_commands_and_memory_summary():
     m, _, _ = make()
     names = {c["name"] for c in m.execute("query-commands", {})}
     assert {"qom-get", "qom-set", "balloon", "query-balloon", "x-balloonlab-advance", "x-balloonlab-trace",
+            "x-balloonlab-reports",
             "x-balloonlab-guest", "x-balloonlab-status", "qmp_capabilities"} <= names
     assert m.execute("query-memory-size-summary", {}) == {"base-memory": 512 * MiB, "plugged-memory": 0}
 
@@ -250,6 +252,40 @@ def test_advance_status_and_trace_commands():
     assert error(m, "x-balloonlab-advance", {"seconds": -1})[0] == "GenericError"
     assert error(m, "x-balloonlab-advance", {"seconds": "1s"}) == (
         "GenericError", "Invalid parameter type for 'seconds', expected: number")
+
+
+def test_the_report_log_holds_what_guest_stats_showed_after_each_report():
+    m, _, _ = make(version="7.2")
+    first = m.execute("x-balloonlab-reports", {"path": P})
+    assert first["rows"] == "" and first["next"] == first["first"]  # the first call starts the log
+    m.execute("qom-set", {"path": P, "property": "guest-stats-polling-interval", "value": 2})
+    shown = []
+    for _ in range(5):
+        m.execute("x-balloonlab-advance", {"seconds": 2})
+        shown.append(m.execute("qom-get", {"path": P, "property": "guest-stats"}))
+    log = m.execute("x-balloonlab-reports", {"since": first["next"]})
+    assert log["next"] == first["next"] + 5 and log["first"] == first["first"]
+    assert log["columns"] == ["wall-ns", "last-update", *shown[0]["stats"]]  # QEMU 7.2's ten stats, in wire order
+    cols = report_columns(log)
+    assert [{"stats": {k: cols[k][i] for k in log["columns"][2:]}, "last-update": cols["last-update"][i]}
+            for i in range(5)] == shown
+    assert [t // 10**9 for t in cols["wall-ns"]] == list(cols["last-update"])
+    assert m.execute("x-balloonlab-reports", {"since": log["next"]})["rows"] == ""
+    assert error(m, "x-balloonlab-reports", {"path": "/machine"}) == (
+        "GenericError", "'/machine' is not a virtio-balloon device")
+
+
+def test_the_report_log_is_bounded_and_tells_a_late_reader_where_it_starts():
+    from balloonlab.emulator.reportlog import REPORT_LOG_LENGTH
+
+    m, _, _ = make()
+    start = m.execute("x-balloonlab-reports", {})["next"]
+    m.execute("qom-set", {"path": P, "property": "guest-stats-polling-interval", "value": 1})
+    m.execute("x-balloonlab-advance", {"seconds": REPORT_LOG_LENGTH + 10})
+    log = m.execute("x-balloonlab-reports", {"since": start})
+    times = list(report_columns(log)["wall-ns"])
+    assert log["first"] > start and len(times) == log["next"] - log["first"] <= REPORT_LOG_LENGTH
+    assert times == sorted(times)
 
 
 def test_advance_needs_the_virtual_clock():

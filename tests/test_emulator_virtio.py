@@ -40,7 +40,8 @@ def test_unknown_tags_ignored_per_version_and_trailing_partial_entry_dropped():
 
 
 def test_config_space_is_two_le32_in_pages():
-    assert BalloonConfig(num_pages=65536, actual=256).to_bytes() == struct.pack("<II", 65536, 256)
+    assert BalloonConfig(num_pages=65536, actual=256).to_bytes() == struct.pack("<IIII", 65536, 256, 0, 0)
+    assert BalloonConfig(num_pages=65536, actual=256, size=8).to_bytes() == struct.pack("<II", 65536, 256)
 
 
 def test_queue_runs_in_reverse_and_is_traced():

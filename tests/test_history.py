@@ -153,3 +153,20 @@ def test_latest_is_the_newest_row_open_or_sealed():
     assert h.latest()["free-memory"] == kept[-1]["free-memory"]
     fill(h, 2)
     assert h.latest() == h.rows()[-1]
+
+
+def test_columns_added_at_once_read_back_as_samples_added_one_by_one():
+    """add_columns (a replayed virtual-clock advance) stores exactly what add() stores, across chunk seals."""
+    one, many = History(), History()
+    stats = fill(one, CHUNK + 300)
+    rows = one.rows()
+    del stats
+    # the same samples as columns, in two slices that cross a seal; stats as QEMU's uint64 (unset = 2**64 - 1)
+    for part in (rows[:CHUNK - 7], rows[CHUNK - 7:]):
+        many.add_columns([round(r["time"] * 1000) for r in part], [r["last-update"] or 0 for r in part],
+                         {k: [UNSET if r[k] is None else r[k] for r in part] for k in one.stat_keys},
+                         interval=1, actual=512 << 20)
+    assert len(many) == len(one) and many.stat_keys == one.stat_keys
+    assert many.columns_dict() == one.columns_dict()
+    many.add_columns([], [], {})
+    assert len(many) == len(one)

@@ -160,3 +160,20 @@ def test_a_vm_stopped_by_qmp_quit_leaves_the_host_and_is_named_but_one_closed_by
         assert wait_for(lambda: set(host.usage().rss) == {"vm0"}, "vm1 and vm2 gone from the host")
         assert host.stopped_vms() == ["vm1"]
         assert host.names == ["vm0"]
+
+
+def test_a_hosts_vms_record_history_only_when_asked():
+    # A single lab records every report by default; a host's VMs do not (a policy day of 20 VMs would be
+    # millions of reports nobody reads) until the host or one VM asks.
+    with contextlib.closing(balloonlab.emulate_host(memory="2G", vms=2, vm_memory="512M", seed=1)) as quiet:
+        quiet["vm0"].polling_interval = 2
+        quiet.advance("1m")
+        assert len(quiet["vm0"].history) == 0
+        quiet["vm1"].history.enabled = True
+        quiet["vm1"].polling_interval = 2
+        quiet.advance("1m")
+        assert len(quiet["vm1"].history) >= 30 and len(quiet["vm0"].history) == 0
+    with contextlib.closing(balloonlab.emulate_host(memory="2G", vms=1, vm_memory="512M", history=True)) as loud:
+        loud["vm0"].polling_interval = 2
+        loud.advance("1m")
+        assert len(loud["vm0"].history) >= 30

@@ -66,6 +66,7 @@ def test_a_signal_stops_every_vm_and_removes_every_socket(sig):
     (["--vms", "0"], "at least one VM"),
     (["-m", "lots"], "not a size"),
     (["--workloads", "sleepy"], "unknown workload 'sleepy'"),
+    (["--workloads", "recording:nope"], "nor a shipped recording (shipped: "),
 ])
 def test_bad_options_are_refused_in_one_line(args, message):
     proc = subprocess.run([sys.executable, "-m", "balloonlab", "host", *args], capture_output=True, text=True,

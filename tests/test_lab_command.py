@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -49,9 +50,28 @@ def test_root_may_start_the_lab_unless_the_user_says_otherwise(monkeypatch: pyte
 
 
 def test_checkout_serves_the_repository_root() -> None:
-    home = lab.find_notebook_home()
-    assert home.root == REPO_ROOT
+    home = lab.find_notebook_home(cwd=REPO_ROOT / "docs")  # anywhere inside the checkout
+    assert home.root == REPO_ROOT and home.in_place
     assert (home.root / home.start).resolve() == QUICKSTART
+    assert home.describe().startswith(f"serving {REPO_ROOT} in place: the repository's own notebooks, and "
+                                      "JupyterLab saves outputs into them")
+
+
+def test_outside_the_checkout_it_serves_a_copy_so_outputs_never_reach_the_repository(tmp_path: Path) -> None:
+    before = QUICKSTART.read_bytes()
+    home = lab.find_notebook_home(cwd=tmp_path)
+    assert home.root == tmp_path / lab.DEFAULT_WORKDIR and not home.in_place and home.start == lab.QUICKSTART
+    assert (home.root / lab.QUICKSTART).read_bytes() == before
+    assert sorted(p.name for p in home.root.glob("*.ipynb")) == sorted(
+        p.name for p in (REPO_ROOT / "notebooks").glob("*.ipynb"))
+    assert "a working copy of the notebooks" in home.describe()
+    # --workdir asks for a copy also inside the checkout
+    assert lab.find_notebook_home(tmp_path / "mine", cwd=REPO_ROOT).root == tmp_path / "mine"
+
+
+def test_one_ctrl_c_stops_it_and_the_news_prompt_is_off() -> None:
+    argv = lab.jupyterlab_argv(lab.NotebookHome(Path("/srv/nb"), "01-quickstart.ipynb"), [])
+    assert "--ServerApp.answer_yes=True" in argv and "--LabApp.news_url=None" in argv
 
 
 def test_installed_copy_keeps_the_readers_edits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,7 +157,11 @@ def test_balloonlab_lab_serves_the_quickstart(tmp_path: Path) -> None:
         assert urllib.parse.urlsplit(location).path == "/lab/tree/notebooks/01-quickstart.ipynb"
         with urllib.request.urlopen(base + "api/contents/notebooks/01-quickstart.ipynb?content=0", timeout=10) as r:
             assert r.status == 200
-        assert f"serving {REPO_ROOT}" in log.read_text()
+        assert f"serving {REPO_ROOT} in place" in log.read_text()
+        with urllib.request.urlopen(base + "lab", timeout=10) as r:  # JupyterLab's page config for the front end
+            assert '"news": {"disabled": true}' in r.read().decode()
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C, no prompt to answer
+        assert proc.wait(timeout=60) == 0
     finally:
         kernels = [ProcessId.of(pid) for pid in child_pids(proc.pid)]
         stop_process(proc, grace=15)

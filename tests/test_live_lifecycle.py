@@ -171,7 +171,8 @@ def test_launch_reports_a_bad_memory_size(capsys) -> None:
     from balloonlab.cli.launch import main
 
     assert main(["--no-guest", "-m", "12K"]) == 1
-    assert "too little for the guest" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("balloonlab launch: memory 12K is 12.0 KiB, less than any guest can keep (at "
+                                       "least 16.0 MiB; write e.g. 256M)\n")
 
 
 @pytest.mark.parametrize("memory, mib", [("512M", 512), ("1G", 1024), ("1.5G", 1536), (256 << 20, 256)])
@@ -179,7 +180,7 @@ def test_memory_sizes(memory, mib) -> None:
     assert memory_mib(memory) == mib
 
 
-@pytest.mark.parametrize("memory, words", [(512, "too little"), ("512.5M", "whole number of MiB"),
+@pytest.mark.parametrize("memory, words", [(512, "did you mean '512M'"), ("512.5M", "whole number of MiB"),
                                             ("lots", "not a size")])
 def test_bad_memory_sizes(memory, words) -> None:
     with pytest.raises(LaunchError, match=words):

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from traitlets.config import Config
 
 import balloonlab
 from balloonlab.client import loop as _loop
@@ -23,28 +22,12 @@ from balloonlab.magics.core import NO_LAB_HINT, BalloonMagics
 from balloonlab.magics.info import LabInfo
 from balloonlab.magics.subcommands import SUBCOMMANDS
 from balloonlab.stats import GuestStats
+from tests.fixtures.ipython import ip  # noqa: F401  (fixture)
 from tests.fixtures.qemu import qemu_binary, start_vm  # noqa: F401  (fixtures)
 from tests.helpers import json_values, wait_for
 from tests.magics_doc_examples import DISABLE_ERROR, DOC_PATH, RST_EXAMPLES, TXT_EXAMPLES
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def ip() -> Iterator[InteractiveShell]:
-    config = Config()
-    config.HistoryManager.enabled = False
-    InteractiveShell.clear_instance()
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "balloonlab")
-    try:
-        yield shell
-    finally:
-        try:
-            if "balloonlab" in shell.extension_manager.loaded:
-                shell.run_line_magic("unload_ext", "balloonlab")
-        finally:
-            InteractiveShell.clear_instance()
 
 
 def magics_of(shell: InteractiveShell) -> BalloonMagics:
@@ -147,7 +130,7 @@ def test_unknown_subcommand_and_unknown_option_are_usage_errors(ip):
 def test_every_subcommand_that_needs_a_lab_says_how_to_get_one(ip, line):
     with pytest.raises(UsageError) as info:
         balloon(ip, line)
-    assert str(info.value) == NO_LAB_HINT
+    assert str(info.value) == f"%balloon {line.split()[0]}: {NO_LAB_HINT}"
 
 
 def test_a_usage_error_is_one_line_without_traceback(ip, capsys):
@@ -155,7 +138,7 @@ def test_a_usage_error_is_one_line_without_traceback(ip, capsys):
     assert isinstance(result.error_in_exec, UsageError)
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
-        "UsageError: %balloon target: not a size: '1.5Q' (write e.g. 256M, 1.5G, 268435456)"]
+        "UsageError: %balloon target: not a size: '1.5Q' (write e.g. 256M, 1.5G or 268435456 bytes)"]
     assert "Traceback" not in captured.out + captured.err
 
 
@@ -192,7 +175,8 @@ def test_emulate_paused_starts_the_vm_paused(ip):
     ("emulate --qemu-version 1.0", "unknown QEMU version '1.0'"),
     ("emulate --memory lots", "not a size: 'lots'"),
     ("emulate --guest-kernel 2.6", "unknown guest kernel '2.6'"),
-    ("emulate --memory 0", "more than 0 bytes"),
+    ("emulate --memory 0", "memory 0 is not a size: a guest needs more than 0 bytes (write e.g. 256M)"),
+    ("emulate --memory 512", "memory 512 is 512 bytes, less than any guest can keep: did you mean '512M'?"),
     ("launch --memory lots", "not a size: 'lots'"),
     ("connect /nonexistent/qmp.sock", "no such socket: /nonexistent/qmp.sock"),
     ("use nothing_here", "no variable named 'nothing_here'"),
@@ -259,8 +243,9 @@ def test_close_closes_the_current_lab_and_then_nothing_is_current(ip, capsys):
 
 
 def test_poll_shows_and_sets_the_interval(ip, lab, capsys):
-    balloon(ip, "poll")
-    assert capsys.readouterr().out == "polling off (interval 0)\n"
+    shown = balloon(ip, "poll")
+    assert shown == 0 and isinstance(shown, int)
+    assert ip.display_formatter.format(shown)[0]["text/plain"] == "polling off (interval 0)"
     balloon(ip, "poll 2")
     assert lab.polling_interval == 2
     assert capsys.readouterr().out == "polling every 2 s\n"
@@ -268,15 +253,17 @@ def test_poll_shows_and_sets_the_interval(ip, lab, capsys):
     assert lab.polling_interval == 30
     balloon(ip, "poll 1m")
     assert lab.polling_interval == 60
-    balloon(ip, "poll")
-    assert capsys.readouterr().out.endswith("polling every 60 s (1 min)\n")
+    result = ip.run_cell("n = %balloon poll")
+    result.raise_error()
+    assert ip.user_ns["n"] == 60 and type(ip.user_ns["n"]) is not bool
+    assert ip.display_formatter.format(ip.user_ns["n"])[0]["text/plain"] == "polling every 60 s (1 min)"
     balloon(ip, "poll 0")
     assert lab.polling_interval == 0
 
 
 @pytest.mark.parametrize("value, message", [
-    ("-1", "the interval cannot be negative, got -1 (0 turns polling off)"),
-    ("1.5", "QEMU polls in whole seconds, got '1.5'"),
+    ("-1", "%balloon poll: the interval cannot be negative: '-1' (0 turns polling off)"),
+    ("1.5", "QEMU polls in whole seconds: '1.5'"),
     ("500ms", "QEMU polls in whole seconds"),
     ("4294967296", "QEMU's interval is at most 4294967295 s"),
     ("often", "not an interval: 'often'"),
@@ -318,8 +305,9 @@ def test_target_asks_the_guest_and_actual_follows(ip, lab, capsys):
 
 
 @pytest.mark.parametrize("value, message", [
-    ("0", "a size must be more than 0 bytes"),
-    ("-5", "not a size: '-5'"),
+    ("0", "%balloon target: target 0 is not a size: a guest needs more than 0 bytes (write e.g. 256M)"),
+    ("-5", "%balloon target: target -5 is negative"),
+    ("512", "%balloon target: target 512 is 512 bytes, less than any guest can keep: did you mean '512M'?"),
     ("lots", "not a size: 'lots'"),
     ("1.5Q", "not a size: '1.5Q'"),
     ("0.3", "not a whole number of bytes"),
@@ -355,10 +343,41 @@ def test_advance_runs_the_virtual_clock(ip, vlab, capsys):
 
 
 def test_advance_on_a_real_clock_or_with_a_bad_duration_is_a_usage_error(ip, lab):
-    with pytest.raises(UsageError, match="runs on the real clock; start one with %balloon emulate --clock virtual"):
+    with pytest.raises(UsageError) as info:
         balloon(ip, "advance 30s")
-    with pytest.raises(UsageError, match="not a duration: 'soon'"):
+    assert str(info.value) == ("%balloon advance: this emulated lab runs on the real clock (start one with "
+                               "%balloon emulate --clock virtual)")
+    with pytest.raises(UsageError) as info:
         balloon(ip, "advance soon")
+    assert str(info.value) == "%balloon advance: not a duration: 'soon' (write e.g. 30s, 1.5m, 24h, 1h30m)"
+
+
+def test_argparse_errors_have_the_one_magic_error_form(ip, lab):
+    with pytest.raises(UsageError) as info:
+        balloon(ip, "advance")
+    assert str(info.value) == ("%balloon advance: the following arguments are required: duration "
+                               "(%balloon advance -h shows its usage)")
+
+
+def test_use_says_what_it_did_and_close_closes_the_adopted_lab(ip, capsys):
+    mine = balloonlab.emulate()
+    try:
+        ip.user_ns["mine"] = mine
+        balloon(ip, "use mine")
+        out = capsys.readouterr().out
+        assert out.startswith(f"using mine: emulated lab at {mine.socket_path}") and "%balloon close closes it" in out
+        assert "%balloon close closes it" in SUBCOMMANDS["use"].summary
+        balloon(ip, "close")
+        assert mine.closed
+    finally:
+        mine.close()
+
+
+def test_panel_in_terminal_ipython_says_it_needs_jupyter(ip, lab):
+    with pytest.raises(UsageError) as info:
+        balloon(ip, "panel")
+    assert str(info.value).startswith("%balloon panel: the panel is a widget and needs Jupyter")
+    assert magics_of(ip).panels == []
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -402,7 +421,7 @@ def test_several_watches_and_stop_stops_them_all(ip, vlab, capsys):
     assert not any(w.active for w in watches)
     assert magics_of(ip).watches == []
     balloon(ip, "watch --stop")
-    assert capsys.readouterr().out == "stopped 0 watches\n"
+    assert capsys.readouterr().out.startswith("no watch is running")
     del cap
 
 
@@ -440,7 +459,8 @@ def test_a_watch_whose_qemu_goes_away_says_so_and_stops(ip, vlab, capsys):
 def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
     from balloonlab import widgets
 
-    panel = balloon(ip, "panel")
+    with capture_output():  # a display publisher that renders widgets, as a kernel's
+        panel = balloon(ip, "panel")
     try:
         assert isinstance(panel, widgets.BalloonPanel)
         assert panel.lab is lab
@@ -450,11 +470,28 @@ def test_panel_returns_the_widget_panel_for_the_current_lab(ip, lab):
         panel.close()
 
 
+def test_close_freezes_the_panel_with_its_last_numbers(ip, lab, capsys):
+    with capture_output():
+        panel = balloon(ip, "panel")
+    try:
+        free = panel.stats_table.value
+        balloon(ip, "close")
+        assert lab.closed and panel.frozen and not panel.closed and not panel._pump.alive
+        assert panel.status.startswith("closed: the lab was closed (%balloon close)")
+        assert panel.interval_slider.disabled and panel.target_slider.disabled
+        assert panel.stats_table.value == free and "free-memory" in free
+        assert panel.interval_slider.comm is not None  # its widgets are still there to be shown
+    finally:
+        panel.close()
+    assert panel.closed
+
+
 def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
     from balloonlab import widgets
 
-    first = balloon(ip, "panel")
-    second = balloon(ip, "panel")  # the cell run again
+    with capture_output():
+        first = balloon(ip, "panel")
+        second = balloon(ip, "panel")  # the cell run again
     try:
         assert isinstance(second, widgets.BalloonPanel) and not second.closed
         assert first.closed and not first._pump.alive  # its thread is gone, not piling up
@@ -464,12 +501,14 @@ def test_running_panel_again_closes_the_previous_panel_of_that_lab(ip, lab):
         second.close()
 
 
-def test_a_new_lab_closes_the_panels_of_the_lab_it_replaces(ip, lab):
-    panel = balloon(ip, "panel")
+def test_a_new_lab_freezes_the_panels_of_the_lab_it_replaces(ip, lab):
+    with capture_output():
+        panel = balloon(ip, "panel")
     try:
         second_lab = balloon(ip, "emulate --clock virtual")  # replaces (and closes) the lab the magics made
         assert lab.closed and second_lab is not lab
-        assert panel.closed and not panel._pump.alive  # no thread left ticking for a closed lab
+        assert panel.frozen and not panel._pump.alive  # no thread left ticking for a closed lab
+        assert "%balloon started another one" in panel.status
         assert magics_of(ip).panels == []
     finally:
         panel.close()
@@ -607,13 +646,14 @@ def test_a_dead_qemu_gives_one_line(ip, lab, capsys):
     qmp(ip, "quit")
     assert json_values(capsys.readouterr().out)[0] == {"return": {}}
     _loop.run(lab.emulator.wait_closed(), 10)
-    for source in ("%balloon stats", "%balloon poll 2", "%%qmp\nquery-status"):
+    for source, where in (("%balloon stats", "%balloon stats"), ("%balloon poll 2", "%balloon poll"),
+                          ("%%qmp\nquery-status", "%%qmp")):
         wait_for(lambda: not lab.connected, "the client to notice QEMU is gone")
         result = ip.run_cell(source)
         assert isinstance(result.error_in_exec, balloonlab.BalloonDisconnectedError), source
         captured = capsys.readouterr()
         text = (captured.out + captured.err).strip()
-        assert len(text.splitlines()) == 1 and text.startswith("BalloonDisconnectedError: "), text
+        assert len(text.splitlines()) == 1 and text.startswith(f"{where}: lost the QMP connection"), text
 
 
 # --------------------------------------------------------------------------------------------------------------

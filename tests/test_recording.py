@@ -94,6 +94,21 @@ def test_an_emulated_session_replays_report_by_report(tmp_path):
     assert_replays_report_by_report(recording)
 
 
+def test_a_recorded_virtual_advance_keeps_its_reports_not_the_report_log(tmp_path):
+    """An advance replays its reports from x-balloonlab-reports (thousands of them in base64 rows): the recording
+    keeps each report as a stats record and only a summary of the log's replies."""
+    path = tmp_path / "day.blab"
+    with balloonlab.emulate(clock="virtual") as lab:
+        lab.polling_interval = 1
+        rec = lab.record(path)
+        lab.advance("1h")
+        rec.stop()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    logs = [r for r in lines if r.get("execute") == "x-balloonlab-reports" and "return" in r]
+    assert logs and all(r.get("summarized") and set(r["return"]) == {"first", "next"} for r in logs)
+    assert len(read_recording(path).reports) >= 3500  # a report a second, each one kept
+
+
 @pytest.mark.qemu
 @pytest.mark.timeout(240)
 def test_a_live_qemu_session_replays_report_by_report(tmp_path, guest_image):

@@ -265,3 +265,20 @@ def test_event_log_renders_only_after_a_change(closing) -> None:
     assert not log.render()  # a batch without events: the rows are not even joined again
     log.max_events = 1
     assert "data-event='interval'" in log.value
+
+
+def test_free_memory_is_drawn_dashed_on_top_so_a_line_right_over_it_stays_visible():
+    MiB = 1 << 20
+    from balloonlab.widgets.plot import DASHED, SERIES
+
+    plot = MemoryPlot(max_points=10)
+    for i in range(3):
+        plot.add_sample(1000.0 + i, {"free-memory": 400 * MiB, "available-memory": 400 * MiB,
+                                     "total-memory": 480 * MiB, "disk-caches": 2 * MiB})
+    plot.render()
+    marks = plot.figure.marks
+    assert marks.index(plot.dashed_line) > marks.index(plot.lines)
+    assert plot.dashed_line.line_style == "dashed" and plot.lines.line_style == "solid"
+    row = [s[0] for s in SERIES].index(DASHED)
+    assert list(plot.dashed_line.y) == list(plot.lines.y[row]) == [400.0] * 3
+    assert list(plot.dashed_line.x) == list(plot.lines.x)

@@ -2,7 +2,7 @@
 
     balloonlab emulate ...      an emulated QEMU serving QMP (qemu-system spelling; cli/emulate.py)
     balloonlab host ...         a host of emulated VMs sharing its memory, one QMP socket each (cli/host.py)
-    balloonlab guest build      build and cache the tiny guest image (cli/guest.py)
+    balloonlab guest build|path|qemu   the tiny guest image, and Debian 13's QEMU (cli/guest.py)
     balloonlab launch ...       boot a live QEMU with it and print the QMP socket (cli/launch.py)
     balloonlab lab              open JupyterLab on the quickstart notebook (cli/jupyter.py)
     balloonlab record ...       record a VM's balloon to a file balloonlab.replay() plays (cli/record.py)
@@ -20,7 +20,10 @@ USAGE = """usage: balloonlab {emulate,host,guest,launch,lab,record,dashboard} ..
 
   emulate    run an emulated QEMU with a virtio-balloon device, serving QMP (qemu-system spelling)
   host       run a host of emulated VMs sharing its memory, each on its own QMP socket
-  guest      'guest build': build and cache the tiny Linux guest image for live labs
+  guest      the tiny Linux guest of live labs, and a second QEMU to compare with:
+               guest build   build and cache the guest image (kernel + busybox initramfs)
+               guest path    print where the cached image is, without building it
+               guest qemu    build Debian 13's QEMU 10.0 for live labs (root)
   launch     boot qemu-system-x86_64 with the tiny guest and print its QMP socket
   lab        open JupyterLab on the quickstart notebook (emulated backend)
   record     record a VM's balloon from its QMP socket (SOCKET -o FILE --duration 10m [--interval 2])

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Sequence, TypeVar
 
 from ..errors import EmulatorOptionError
-from ..units import parse_size
+from ..units import parse_guest_size
 from ..emulator.config import CLOCKS, GUEST_MODELS, QEMU_VERSIONS, BalloonSpec, MachineConfig
 
 T = TypeVar("T", bound=str)
@@ -35,14 +35,19 @@ USAGE = f"""usage: balloonlab emulate [-qmp unix:PATH[,server=on][,wait=off]] [-
                           [-device virtio-balloon-pci[,id=ID][,PROP=VALUE...]] [-balloon virtio]
                           [-display none] [-accel tcg|kvm] [-machine TYPE[,accel=tcg|kvm]]
                           [--guest MODEL] [--qemu-version VERSION] [--clock real|virtual] [--seed N]
-                          [--guest-kernel VERSION]
+                          [--guest-kernel VERSION] [--single-client]
 
 Runs an emulated QEMU with a virtio-balloon device and serves QMP on a unix socket until a client sends
 'quit' or the process gets SIGINT/SIGTERM.  Prints the socket path on stdout, and removes it at exit.
 
+Unlike QEMU, the emulator serves several QMP clients on its socket at once (a notebook's lab, %%qmp and
+qmp-shell can share one VM).  Real QEMU serves one client per socket: a second one connects but gets no
+greeting until the first leaves.  --single-client behaves as QEMU does, to test a script before it meets a
+real VM.
+
 qemu-system options (same spelling as QEMU's):
   -qmp unix:PATH,server=on,wait=off   QMP socket (default: qmp.sock in a fresh private directory)
-  -m SIZE                 RAM: 512 (MiB), 512M, 1G, size=512M (default 128M, as QEMU)
+  -m SIZE                 RAM: 512 (MiB, as qemu-system's -m), 512M, 1G, size=512M (default 128M, as QEMU)
   -device virtio-balloon-pci[,id=ID][,deflate-on-oom=on|off][,free-page-reporting=on|off]
           [,free-page-hint=off][,page-poison=on|off][,guest-stats-polling-interval=SECONDS]
                           the balloon (without id: /machine/peripheral-anon/device[0]; free-page-hint=on needs
@@ -55,7 +60,8 @@ balloonlab options:
   --qemu-version VERSION  {', '.join(QEMU_VERSIONS)}: which QEMU to answer as (default {QEMU_VERSIONS[-1]})
   --clock real|virtual    virtual: time only moves with the x-balloonlab-advance QMP command (default real)
   --seed N                seed of the guest's workload noise (default 0)
-  --guest-kernel VERSION  kernel of the linux guest: 6.1 or 6.12 (default: the one seen with that QEMU)"""
+  --guest-kernel VERSION  kernel of the linux guest: 6.1 or 6.12 (default: the one seen with that QEMU)
+  --single-client         serve one QMP client at a time, as QEMU does (default: every client at once)"""
 
 _BOOL_WORDS = {"on": True, "yes": True, "true": True, "y": True, "off": False, "no": False, "false": False, "n": False}
 _BALLOON_DRIVERS = {"virtio-balloon-pci": "virtio-balloon-pci", "virtio-balloon": "virtio-balloon-pci"}
@@ -64,7 +70,7 @@ _ACCELS = ("tcg", "kvm")
 #: Options taking a value, and flags; values are the canonical (single-dash) names.
 _WITH_VALUE = {"-qmp", "-m", "-device", "-balloon", "-display", "-accel", "-machine", "-M",
                "-guest", "-qemu-version", "-clock", "-seed", "-guest-kernel"}
-_FLAGS = {"-S", "-nodefaults", "-enable-kvm"}
+_FLAGS = {"-S", "-nodefaults", "-enable-kvm", "-single-client"}
 
 
 @dataclass
@@ -147,12 +153,9 @@ def parse_memory(text: str) -> int:
     if size is None:
         raise _fail(option, "missing size")
     try:
-        ram = parse_size(size, default_unit="M")
+        return parse_guest_size(size, "memory", default_unit="M")  # qemu-system's -m: a bare number is MiB
     except ValueError as exc:
         raise _fail(option, str(exc)) from None
-    if ram < 1 << 20:
-        raise _fail(option, "the emulator needs at least 1M of RAM")
-    return ram
 
 
 def parse_device(text: str) -> BalloonSpec:
@@ -240,6 +243,8 @@ def parse_args(argv: Sequence[str]) -> EmulateOptions:
                 config.start_paused = True
             elif name == "-nodefaults":
                 config.nodefaults = True
+            elif name == "-single-client":
+                config.single_client = True
             continue
         if inline is None:
             if i >= len(args):

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clock", choices=CLOCKS, default="real",
                         help="real (default), or virtual: time moves only with x-balloonlab-advance to any VM")
     parser.add_argument("--workloads", default=None,
-                        help="idle, steady, diurnal, bursty, leak, batch, or mixed (default idle)")
+                        help="idle, steady, diurnal, bursty, leak, batch, mixed, or recording:NAME_OR_PATH "
+                             "(a real guest's recorded appetite; default idle)")
     parser.add_argument("--qemu-version", default="10.0", help="7.2, 9.2 or 10.0 (default 10.0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the workloads (default 0)")
     parser.add_argument("--socket-dir", default=None,
@@ -57,11 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace) -> str:
     """Serve until a signal or a ``quit``; returns why it stopped.  Every socket is gone when this returns."""
     from ..emulator.host import EmulatedHost
+    from ..client.replay import recorded_workload
     from ..emulator.workloads import assign
 
     names = [f"vm{i}" for i in range(args.vms)]
     try:
-        plan = assign(args.workloads, names, args.seed)
+        plan = assign(args.workloads, names, args.seed, recorded_workload)
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
     configs = [machine_config(guest="linux", ram=args.vm_memory, clock=args.clock, qemu_version=args.qemu_version,

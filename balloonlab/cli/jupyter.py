@@ -1,16 +1,21 @@
 """``balloonlab lab``: JupyterLab, opened on the quickstart notebook.
 
-The notebooks live in the repository's ``notebooks/`` folder. Where they are found decides what JupyterLab serves:
+The notebooks live in the repository's ``notebooks/`` folder. Where they are found, and where the command is
+started, decides what JupyterLab serves:
 
-* a source checkout (``pip install -e .``, Binder): the checkout itself is the root and the notebooks are opened
-  in place, so ``lab/tree/notebooks/01-quickstart.ipynb`` is the same URL as on Binder;
-* an installed wheel: the notebooks ship as data files in ``<prefix>/share/balloonlab/notebooks``, which may be
-  read-only and must stay pristine, so they are copied into a working folder first (``./balloonlab-notebooks``
-  unless ``--workdir`` says otherwise) without overwriting a file already there -- a person's edits survive a
-  second ``balloonlab lab``.
+* started inside a source checkout (``pip install -e .``, Binder): the checkout itself is the root and the
+  notebooks are opened in place, so ``lab/tree/notebooks/01-quickstart.ipynb`` is the same URL as on Binder.
+  JupyterLab autosaves outputs into those files; the command says so when it starts;
+* anywhere else (an installed wheel, or a checkout's ``balloonlab`` run from another folder): the notebooks
+  (``<prefix>/share/balloonlab/notebooks`` from a wheel, the checkout's own otherwise) must stay pristine, so they
+  are copied into a working folder first (``./balloonlab-notebooks`` unless ``--workdir`` says otherwise) without
+  overwriting a file already there -- a person's edits survive a second ``balloonlab lab``.  ``--workdir`` asks
+  for a copy also inside a checkout.
 
 Every other argument goes to JupyterLab unchanged (``--no-browser``, ``--port 8890``, ``--allow-root``...).
-JupyterLab runs in this process, so Ctrl-C stops it as it stops ``jupyter lab``.
+JupyterLab runs in this process; one Ctrl-C stops it (JupyterLab's own "Shutdown this Jupyter server (y/[n])?"
+prompt is answered yes), and its "receive official Jupyter news?" prompt is off: a lab launcher should not
+fetch a news feed or ask about it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,15 @@ class NotebookHome:
 
     root: Path
     start: str
+    #: True: the repository's own notebooks (JupyterLab autosaves outputs into them); False: a working copy.
+    in_place: bool = False
+
+    def describe(self) -> str:
+        """What is served, in one line for the person who started it."""
+        if self.in_place:
+            return (f"serving {self.root} in place: the repository's own notebooks, and JupyterLab saves outputs "
+                    f"into them (start it from another folder, or with --workdir DIR, to work on a copy)")
+        return f"serving {self.root}: a working copy of the notebooks (the originals stay as they are)"
 
     @property
     def url_path(self) -> str:
@@ -87,19 +101,22 @@ def copy_notebooks(source: Path, workdir: Path) -> list[Path]:
     return copied
 
 
-def find_notebook_home(workdir: Path | None = None) -> NotebookHome:
-    """Where the notebooks are: the checkout, else a working copy of the shipped ones (made on first use)."""
+def find_notebook_home(workdir: Path | None = None, cwd: Path | None = None) -> NotebookHome:
+    """Where the notebooks are served from: the checkout in place when started inside it (``cwd``, default the
+    current folder) without ``workdir``; else a working copy (made on first use) of the checkout's notebooks or,
+    without a checkout, of the shipped ones."""
     root = checkout_root()
-    if root is not None:
-        return NotebookHome(root, f"notebooks/{QUICKSTART}")
-    source = shipped_notebooks()
+    here = (cwd or Path.cwd()).resolve()
+    if root is not None and workdir is None and here.is_relative_to(root):
+        return NotebookHome(root, f"notebooks/{QUICKSTART}", in_place=True)
+    source = root / "notebooks" if root is not None else shipped_notebooks()
     if source is None:
         raise JupyterLabError(
             "cannot find balloonlab's notebooks: this installation has neither a source checkout next to the "
             "package nor share/balloonlab/notebooks. Reinstall balloonlab (pip install --force-reinstall "
             "'balloonlab[lab]') or run 'balloonlab lab' from a clone of the repository (pip install -e '.[lab]')."
         )
-    target = (workdir or Path.cwd() / DEFAULT_WORKDIR).resolve()
+    target = (workdir or here / DEFAULT_WORKDIR).resolve()
     copied = copy_notebooks(source, target)
     if copied:
         print(f"balloonlab lab: copied {len(copied)} notebook(s) into {target}", file=sys.stderr)
@@ -130,6 +147,8 @@ def jupyterlab_argv(home: NotebookHome, extra: Sequence[str]) -> list[str]:
     argv = [
         f"--ServerApp.root_dir={home.root}",
         f"--LabApp.default_url={home.url_path}",
+        "--ServerApp.answer_yes=True",  # one Ctrl-C stops it, without the "Shutdown this server?" prompt
+        "--LabApp.news_url=None",  # no news feed, and no "receive official Jupyter news?" prompt
     ]
     # Containers, CI machines and classroom VMs often run everything as root, where Jupyter refuses to start
     # unless told otherwise; a lab launcher should just start there.
@@ -155,6 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JupyterLabError as exc:
         print(f"balloonlab lab: {exc}", file=sys.stderr)
         return 1
-    print(f"balloonlab lab: serving {home.root}, opening {home.start}", file=sys.stderr)
+    print(f"balloonlab lab: {home.describe()}; opening {home.start}", file=sys.stderr)
     LabApp.launch_instance(argv=jupyterlab_argv(home, extra))
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import BalloonError
+from ..units import parse_guest_size
 from ..live.launcher import LiveVM
 
 
@@ -33,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Boot qemu-system-x86_64 (TCG) with balloonlab's tiny guest and a virtio-balloon device, "
                     "print its QMP socket, and keep it running until Ctrl-C or SIGTERM.",
     )
-    parser.add_argument("-m", "--memory", default="512M", help="guest RAM (default 512M)")
+    parser.add_argument("-m", "--memory", default="512M",
+                        help="guest RAM: 512M, 1G, or 512 (MiB, as qemu-system's -m) (default 512M)")
     parser.add_argument("--paused", "-S", action="store_true", help="start paused (-S); 'cont' over QMP to boot")
     parser.add_argument("--accel", default="tcg", help="tcg (default) or kvm where KVM works")
     parser.add_argument("--no-guest", action="store_true", help="no kernel: QEMU answers QMP, nothing reports")
@@ -60,7 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     vm = None
     try:
         try:
-            vm = LiveVM.start(memory=args.memory, balloon_id=None if args.no_balloon else args.id, paused=args.paused,
+            # qemu-system's -m: a bare number is MiB (the one exception to units.py's bytes rule)
+            memory = parse_guest_size(args.memory, "memory", default_unit="M")
+            vm = LiveVM.start(memory=memory, balloon_id=None if args.no_balloon else args.id, paused=args.paused,
                               guest=not args.no_guest, accel=args.accel, workdir=args.workdir, timeout=args.timeout,
                               qemu=args.qemu)
             booting = False

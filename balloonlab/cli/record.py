@@ -14,7 +14,7 @@ import threading
 from typing import Sequence
 
 from ..errors import BalloonError
-from ..units import format_duration, parse_duration
+from ..units import format_duration, parse_duration, parse_interval
 
 
 def _duration(text: str) -> float:
@@ -28,13 +28,11 @@ def _duration(text: str) -> float:
 
 
 def _interval(text: str) -> int:
+    """units.parse_interval: the words lab.polling_interval and %balloon poll use."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if not 0 <= value <= 2**32 - 1:
-        raise argparse.ArgumentTypeError(f"{value}: the interval is 0 (off) to 4294967295 seconds")
-    return value
+        return parse_interval(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,16 +27,16 @@ from .backend import BalloonBackend
 from .connection import ADVANCE, TRACE, BalloonClient
 from .updates import LabUpdate
 from .doctor import Diagnosis, diagnose
-from ..errors import (BalloonDisconnectedError, BalloonError, EmulatorOptionError, InvalidValueError, QMPError,
-                     UnsupportedBackendError, VirtualClockRequiredError)
+from ..errors import (BalloonDisconnectedError, BalloonError, InvalidValueError, QMPError, UnsupportedBackendError,
+                     VirtualClockRequiredError)
 from .history import History
 from .recording import Recorder
 from ..stats import GuestStats
-from ..units import format_size, parse_duration, parse_size
+from ..units import format_size, parse_duration, parse_guest_size, parse_interval
 
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
-    from ..emulator.workloads import WorkloadName
+    from ..emulator.workloads import RecordedCurve
     from ..qapi import RunState
 
 log = logging.getLogger("balloonlab")
@@ -56,7 +56,9 @@ class VirtioState:
     Feature words as bit masks and names (balloon bits ``VIRTIO_BALLOON_F_*`` and transport bits ``VIRTIO_F_*``,
     ``VIRTIO_RING_F_*``), the device status byte the driver wrote (15 = ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK),
     the number of virtqueues, and the config space: ``num_pages`` (what the host asks the guest to give up) and
-    ``actual`` (what the driver says it holds), both in 4 KiB pages, and its 8 bytes.
+    ``actual`` (what the driver says it holds), both in 4 KiB pages, and its bytes: 16 with QEMU's default
+    page-poison=on (then also free_page_hint_cmd_id and poison_val), 8 when page-poison, free-page-hint and
+    free-page-reporting are all off.
     """
 
     host_features: int
@@ -121,7 +123,7 @@ class Balloon:
     """
 
     def __init__(self, socket_path: str = "", *, backend: Backend = "connected", device_path: str | None = None,
-                 history: bool = False, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
+                 history: bool = True, timeout: float = 10.0, emulator: Any = None, vm: Any = None,
                  client: BalloonBackend | None = None, name: str | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}")
@@ -132,18 +134,21 @@ class Balloon:
         self.timeout = timeout
         self._emulator = emulator
         self._vm = vm
-        self._client: BalloonBackend = client or BalloonClient(socket_path, device_path, command_timeout=timeout)
+        if client is None:
+            client = BalloonClient(socket_path, device_path, command_timeout=timeout)
+            if vm is not None:
+                client.exit_cause = vm.exit_description
+        self._client: BalloonBackend = client
         self._recorders: list[Recorder] = []
         self._close_lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._client, emulator, vm, timeout)
+        self._client.history.enabled = history  # before connecting: history starts with the stats found then
         try:
-            self._run(self._client.connect(timeout=min(timeout, 5.0)), timeout + 5.0)
+            self._run(self._client.connect(timeout=timeout), timeout + 5.0)
         except BaseException:
             self.close()
             raise
-        if history:
-            self._client.history.enabled = True
 
     # Plumbing --------------------------------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -177,25 +182,26 @@ class Balloon:
         return self._run(self._client.read_interval())
 
     @polling_interval.setter
-    def polling_interval(self, value: int) -> None:
-        # The value goes to QEMU as given: its own errors ("timer value must be greater than zero", type errors)
-        # come back as QMPError, word for word.
-        self._run(self._client.set_interval(value))
+    def polling_interval(self, value: int | str) -> None:
+        """Whole seconds (``2``, ``"30s"``, ``"1m"``; 0 turns polling off), checked by ``units.parse_interval``
+        before anything is sent: a fraction, a negative or a word is an :class:`InvalidValueError` naming the
+        value, in the words ``%balloon poll`` uses.  ``lab.qmp("qom-set", ...)`` sends any value as it is."""
+        self._run(self._client.set_interval(parse_interval(value)))
 
     def stats(self) -> GuestStats:
         """The guest's latest report (``qom-get guest-stats``)."""
         return self._run(self._client.read_stats())
 
     def set_target(self, size: str | int) -> None:
-        """Ask the guest to shrink or grow to ``size`` (``"256M"`` or bytes): QMP ``balloon``.
+        """Ask the guest to shrink or grow to ``size`` (``"256M"``, ``"1.5G"``, or bytes): QMP ``balloon``.
 
-        QEMU only tells the guest; ``actual`` moves when the guest's driver does (BALLOON_CHANGE events).
+        A bare number is bytes, as on the wire (``set_target(lab.actual // 2)``).  Sizes no guest can keep (0,
+        negative, below 16 MiB: ``set_target(512)`` is nearly always a forgotten ``"512M"``) raise
+        :class:`InvalidValueError` before anything is sent, in the words ``%balloon target`` uses;
+        ``lab.qmp("balloon", value=...)`` sends any value as it is.  QEMU only tells the guest; ``actual`` moves
+        when the guest's driver does (BALLOON_CHANGE events).
         """
-        if isinstance(size, int) and not isinstance(size, bool):
-            value = size  # as given: QEMU answers 0 or negative with its own error
-        else:
-            value = parse_size(size)
-        self._run(self._client.set_target(value))
+        self._run(self._client.set_target(parse_guest_size(size, "target")))
 
     @property
     def actual(self) -> int:
@@ -223,7 +229,9 @@ class Balloon:
 
     @property
     def history(self) -> History:
-        """Samples and events; records while anything subscribes or ``history.enabled`` is True."""
+        """Samples and events: every report since the lab connected (bounded, see client/history.py).  Recording
+        is on by default; ``emulate(history=False)`` (or ``lab.history.enabled = False``) records only while
+        something subscribes (a panel, ``%balloon watch``)."""
         return self._client.history
 
     def qmp(self, command: str, _arguments: dict | None = None, /, **arguments: Any) -> Any:
@@ -249,7 +257,7 @@ class Balloon:
         if not self._has(ADVANCE):
             raise VirtualClockRequiredError(
                 f"advance() needs an emulated lab on a virtual clock; this {self.backend} lab "
-                f"({self.qemu_version or 'unknown QEMU'}) runs on real time. Use "
+                f"(QEMU {self.qemu_version or '?'}) runs on real time. Use "
                 "balloonlab.emulate(clock='virtual') (or `balloonlab emulate --clock virtual`), or just wait.")
         try:
             if self._client.wants_replay:
@@ -258,9 +266,12 @@ class Balloon:
                 self._run(self._client.execute(ADVANCE, {"seconds": seconds}))
         except QMPError as exc:
             if exc.error_class == "GenericError" and "virtual" in exc.desc:
+                # In this process the fix is an argument; behind a socket, the emulator's command line.
+                how = ("balloonlab.emulate(clock='virtual')" if self._emulator is not None else
+                       f"the command-line option --clock virtual (balloonlab emulate --clock virtual -qmp "
+                       f"unix:{self.socket_path},server=on,wait=off)")
                 raise VirtualClockRequiredError(
-                    f"{exc.desc} -- this lab's emulator runs on real time; start one with "
-                    "balloonlab.emulate(clock='virtual')") from None
+                    f"{exc.desc} -- this lab's emulator runs on real time; start one with {how}") from None
             raise
         _loop.call_soon(self._client._poke)
 
@@ -318,17 +329,29 @@ class Balloon:
         return self._client.subscribe(callback)
 
     def reconnect(self, timeout: float = 5.0) -> None:
-        """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over."""
+        """Connect again (QEMU restarted on the same socket); subscriptions, history and events carry over.
+
+        The new connection is opened first; only when it works does it replace the current one, so a failed
+        reconnect never costs a working connection."""
         if self._closed:
             raise BalloonDisconnectedError("this lab is closed; start a new one")
+        cause = self._client.exit_cause_now()
+        if cause is not None:
+            raise BalloonDisconnectedError(f"{cause}; start a new one with balloonlab.launch()")
         if self.socket_path and not os.path.exists(self.socket_path):
             # Nothing to reconnect to: keep the connection we have (it is a file descriptor, not the path).
             kept = "; the current connection is kept" if self.connected else ""
             raise BalloonDisconnectedError(
                 f"cannot connect to the QMP socket {self.socket_path}: it does not exist (is QEMU, or `balloonlab "
                 f"emulate`, running?){kept}")
-        self._run(self._client.disconnect())
-        self._run(self._client.connect(timeout=timeout), timeout + self.timeout)
+        try:
+            self._run(self._client.reconnect(timeout=timeout), timeout + self.timeout)
+        except BalloonDisconnectedError as exc:
+            if not self.connected:
+                raise
+            raise BalloonDisconnectedError(
+                f"{exc} The current connection is kept: it still works (a QEMU that serves one client per socket "
+                "cannot greet a second connection while this one is open).") from None
 
     def record(self, path: str | os.PathLike[str], *, description: str = "") -> Recorder:
         """Record this lab to ``path`` (JSON Lines, gzip for ``*.gz``; docs/recordings.md) until ``rec.stop()``
@@ -454,9 +477,11 @@ class Balloon:
     def __repr__(self) -> str:
         if self._closed:
             return f"<Balloon {self.backend} (closed) {self._client.address}>"
-        state = "connected" if self._client.connected else "disconnected"
+        # The backend is a word ("emulated", "live", "connected"); the connection state is said only when it is
+        # not the normal one, so a connected lab does not read "connected connected".
+        state = "" if self._client.connected else " (disconnected)"
         ram = format_size(self._client.ram_size) if self._client.ram_size else "?"
-        return (f"<Balloon {self.backend} {state} QEMU {self.qemu_version or '?'} RAM {ram} "
+        return (f"<Balloon {self.backend}{state} QEMU {self.qemu_version or '?'} RAM {ram} "
                 f"{self.device_path} via {self._client.address}>")
 
     # Helpers ---------------------------------------------------------------------------------------------------
@@ -529,12 +554,15 @@ def advance_replaying(labs: list[Balloon], seconds: float, advance: Callable[[fl
 
 # Constructors --------------------------------------------------------------------------------------------------
 def connect(path: str, *, domain: str | None = None, exclusive: bool = True, device_path: str | None = None,
-            history: bool = False, timeout: float = 10.0) -> Balloon:
+            history: bool = True, timeout: float = 10.0) -> Balloon:
     """A lab on any QMP unix socket (a live QEMU, ``-qmp unix:PATH,server=on,wait=off``, or `balloonlab emulate`),
     or on a libvirt domain: ``connect("qemu:///system", domain="web1")`` (any libvirt URI, remote ones too).
 
     ``exclusive=False`` opens the socket for each call and releases it at once, for sockets the VM's manager uses
     too (Proxmox: ``/var/run/qemu-server/ID.qmp``); no events arrive then, see ``client/shared.py``.
+
+    A socket that does not exist yet or refuses (a QEMU started a moment ago) is tried again for up to
+    ``timeout`` seconds; then the error says why it failed.
     """
     path = str(path)
     if domain is not None or "://" in path:
@@ -556,15 +584,16 @@ def connect(path: str, *, domain: str | None = None, exclusive: bool = True, dev
 
 def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: ClockKind = "real",
             qemu_version: QemuVersion = "10.0",
-            id: str | None = None, paused: bool = False, *, history: bool = False, seed: int = 0,
+            id: str | None = None, paused: bool = False, *, history: bool = True, seed: int = 0,
             guest_kernel: str | None = None, socket_path: str | None = None, timeout: float = 10.0,
             boot_delay: float = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-            workload: WorkloadName | None = None) -> Balloon:
+            workload: str | RecordedCurve | None = None, single_client: bool = False) -> Balloon:
     """An emulated QEMU in this process (on balloonlab's background loop), reached over real QMP.
 
     Without ``id`` the balloon sits where QEMU's stats doc puts it (``/machine/peripheral-anon/device[1]``, the
     legacy ``-balloon virtio`` placement) so the doc's examples run verbatim; ``id="balloon0"`` puts it at
-    ``/machine/peripheral/balloon0``.  ``memory`` like ``-m`` (a bare number is MiB).  ``guest_kernel`` (``"6.1"``
+    ``/machine/peripheral/balloon0``.  ``memory``: ``"512M"``, ``"1G"`` or bytes (a bare number is bytes, as
+    everywhere in the API; ``emulate(memory=512)`` is refused with "did you mean '512M'?").  ``guest_kernel`` (``"6.1"``
     or ``"6.12"``) picks the ``linux`` guest's kernel; None: the one observed with that QEMU (6.1 with 7.2, 6.12
     after), so ``emulate(qemu_version="7.2", guest_kernel="6.12")`` shows QEMU 7.2 ignoring tags >= 10.
 
@@ -575,16 +604,23 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     ``free_page_reporting`` and ``deflate_on_oom`` are the device's QOM properties of the same names (QEMU's
     ``-device virtio-balloon-pci,free-page-reporting=on,deflate-on-oom=on``): the feature bits follow them, and
     so does the guest (free memory goes back to the host; the balloon deflates instead of an OOM kill).
-    ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``).
+    ``workload`` runs one of the named workloads (``"diurnal"``...; see ``balloonlab.emulator.workloads``), or
+    ``"recording:NAME_OR_PATH"``: a real guest's recorded appetite (docs/recordings.md).
+
+    The emulator serves several QMP clients on ``lab.socket_path`` at once (qmp-shell can attach beside the lab);
+    real QEMU serves one per socket.  ``single_client=True`` behaves as QEMU: while this lab is connected, another
+    client connects but gets no greeting until the lab closes.
     """
     try:
         from ..emulator.config import machine_config
+        from .replay import workload as read_workload
     except ImportError as exc:
         raise BalloonError(f"the emulator is not available in this installation: {exc}") from None
-    config = machine_config(guest=guest, ram=parse_ram(memory), clock=clock, qemu_version=qemu_version, id=id,
-                            paused=paused, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
-                            free_page_reporting=free_page_reporting, deflate_on_oom=deflate_on_oom,
-                            workload=workload)
+    config = machine_config(guest=guest, ram=parse_guest_size(memory, "memory"), clock=clock,
+                            qemu_version=qemu_version, id=id, paused=paused, seed=seed, guest_kernel=guest_kernel,
+                            boot_delay=boot_delay, free_page_reporting=free_page_reporting,
+                            deflate_on_oom=deflate_on_oom, workload=read_workload(workload),
+                            single_client=single_client)
     lab = start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
     if clock == "real" and not paused and guest != "nodriver":
         # A virtual clock already ran the boot inside start(); on the real one, wait for the boot report.
@@ -598,7 +634,7 @@ def emulate(guest: GuestModel = "linux", memory: str | int = "512M", clock: Cloc
     return lab
 
 
-def start_emulated(config: Any, *, socket_path: str | None = None, history: bool = False,
+def start_emulated(config: Any, *, socket_path: str | None = None, history: bool = True,
                    timeout: float = 10.0) -> Balloon:
     """Start an in-process emulator for ``config`` (an ``emulator.config.MachineConfig``) and return its lab
     (``emulate()`` and ``replay()`` build their configs, this starts them)."""
@@ -614,15 +650,7 @@ def start_emulated(config: Any, *, socket_path: str | None = None, history: bool
     return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
 
 
-def parse_ram(memory: str | int) -> int:
-    """A VM's RAM like ``-m`` (a bare number is MiB), or EmulatorOptionError saying what is wrong."""
-    try:
-        return parse_size(memory, default_unit="M")
-    except ValueError as exc:
-        raise EmulatorOptionError(str(exc)) from None
-
-
-def launch(memory: str | int = "512M", *, history: bool = False, timeout: float = 10.0,
+def launch(memory: str | int = "512M", *, history: bool = True, timeout: float = 10.0,
            free_page_reporting: bool = False, deflate_on_oom: bool = False, **options: Any) -> Balloon:
     """Boot ``qemu-system-x86_64`` (TCG) with balloonlab's tiny Linux guest and connect to it.
 

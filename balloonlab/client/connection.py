@@ -15,9 +15,9 @@ them should repeat:
   at up to 2 Hz (slower when polling is off or the VM is paused), the interval every 2 s (another client may have
   changed it), and tells subscribers only what changed.  With nobody following, a lab costs nothing but an idle
   socket, so a hundred labs in one process are cheap.
-* virtual-clock replay: polling sees only the state after an advance, so while someone watches, the lab advances
-  an emulator in chunks and feeds every report of each chunk from ``x-balloonlab-trace`` (with its own time) to
-  history and subscribers, as if it had been watched live.
+* virtual-clock replay: polling sees only the state after an advance, so while someone watches (or history
+  records, the default), the lab advances an emulator in chunks and feeds every report of each chunk from
+  ``x-balloonlab-reports`` (with its own time) to history and subscribers, as if it had been watched live.
 
 ``qemu.qmp``'s default event listener keeps every event forever (and queues them for a reader that does not
 exist here); this client dispatches events itself instead, so memory stays bounded.
@@ -26,11 +26,15 @@ exist here); this client dispatches events itself instead, so memory stays bound
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
+import errno
 import logging
+import sys
 import threading
 import time
-from typing import Any, Callable, Protocol
+from array import array
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
 from qemu.qmp import QMPClient
 from qemu.qmp.protocol import ConnectError, Runstate, StateError
@@ -41,9 +45,10 @@ from ..errors import BalloonDisconnectedError, NoBalloonDeviceError, QMPError, U
 from .history import History
 from .updates import LabUpdate
 from ..qapi import RunState
-from ..stats import UNSET, GuestStats, stats_for_version
+from ..stats import GuestStats
 
 log = logging.getLogger("balloonlab.client")
+T = TypeVar("T")
 _qmp_log = logging.getLogger("balloonlab.qmp")
 
 #: Where QEMU puts -device children (with and without id=).
@@ -51,10 +56,26 @@ PERIPHERAL_CONTAINERS = ("/machine/peripheral", "/machine/peripheral-anon")
 INTERVAL_PROPERTY = "guest-stats-polling-interval"
 #: Watcher pacing (seconds): fastest stats read, slowest, and how often to re-read the interval.
 FASTEST, SLOWEST, META_PERIOD = 0.5, 2.0, 2.0
-#: Reports replayed per chunk of a virtual-clock advance: the emulator's trace ring holds 256 exchanges, a request
-#: and a report per poll, so 120 reports (240 exchanges) cannot have been pushed out before they are read.
-REPLAY_REPORTS = 120
-ADVANCE, TRACE = "x-balloonlab-advance", "x-balloonlab-trace"
+ADVANCE, TRACE, REPORTS = "x-balloonlab-advance", "x-balloonlab-trace", "x-balloonlab-reports"
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    """``asyncio.wait_for`` without its extra task on Python >= 3.11 (30 us a call, docs/benchmarks.md)."""
+    if sys.version_info < (3, 11):  # pragma: no cover - Python 3.10 has no asyncio.timeout
+        return await asyncio.wait_for(awaitable, seconds)
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+def _report_columns(reply: dict) -> dict[str, array]:
+    """The columns of an ``x-balloonlab-reports`` reply by name: its ``rows`` are base64 of little-endian uint64,
+    row after row, each row as ``columns`` names them (docs/emulator.md)."""
+    rows = array("Q")
+    rows.frombytes(base64.b64decode(reply["rows"]))
+    if sys.byteorder == "big":
+        rows.byteswap()
+    names = reply["columns"]
+    return {name: rows[i::len(names)] for i, name in enumerate(names)}
 
 
 class ExchangeTap(Protocol):
@@ -87,6 +108,20 @@ class _QMP(QMPClient):
 
     def _cb_inbound(self, msg: Any) -> Any:
         return super()._cb_inbound(msg) if self.logger.isEnabledFor(logging.DEBUG) else msg
+
+    # QMPClient queues each request for a writer task, which sends it one loop iteration later; the write never
+    # blocks (asyncio buffers it), so send it at once.  The reply still comes back through the library's reader
+    # and its per-request queue (``_pending``).  Saves a task switch per command, which is most of what a lab
+    # adds over a bare QMPClient on a fast server (docs/benchmarks.md).
+    async def _issue(self, msg: Any) -> Any:
+        msg_id = msg["id"] if "id" in msg else None
+        self._pending[msg_id] = asyncio.Queue(maxsize=1)
+        try:
+            await self._send(msg)
+        except BaseException:
+            del self._pending[msg_id]
+            raise
+        return msg_id
 
     async def _event_dispatch(self, msg: Any) -> None:
         try:
@@ -121,6 +156,9 @@ class BalloonClient:
         self.history = history if history is not None else History()
         self.history.on_enabled_change = lambda: _loop.call_soon(self._update_follower)
         self.disconnect_reason: str | None = None
+        #: For a lab that started its QEMU: how that process ended (None while it runs).  When it has ended, that
+        #: is the real cause of a lost connection, and every message says it instead of guessing.
+        self.exit_cause: Callable[[], str | None] | None = None
 
         self._qmp: _QMP | None = None
         self._connected = False
@@ -150,27 +188,63 @@ class BalloonClient:
         """Connect, negotiate, find the balloon, read the basics; start following if anyone wants updates."""
         if self.connected:
             return
+        await self._switch_to(await self._open(timeout))
+
+    async def reconnect(self, timeout: float = 5.0) -> None:
+        """Open a new connection first; only once it works, drop the old one and switch to the new.  A failed
+        attempt leaves a working connection as it was."""
+        await self._switch_to(await self._open(timeout))
+
+    async def _open(self, timeout: float) -> _QMP:
+        """A connected, negotiated QMPClient.  A socket that does not exist yet or refuses (a QEMU just started)
+        is tried again until ``timeout``; then the last reason is the error."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            qmp = _QMP(self._on_event)
+            try:
+                await asyncio.wait_for(qmp.connect(self.socket_path), max(0.01, deadline - loop.time()))
+                return qmp
+            except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
+                await self._discard(qmp)
+                cause = getattr(exc, "exc", None) or exc
+                early = isinstance(cause, (FileNotFoundError, ConnectionRefusedError))
+                if early and loop.time() + 0.05 < deadline and self.exit_cause_now() is None:
+                    await asyncio.sleep(0.05)
+                    continue
+                if self.exit_cause_now() is not None:
+                    raise BalloonDisconnectedError(self.disconnected_message()) from None
+                if isinstance(cause, asyncio.TimeoutError):
+                    why = f"no QMP greeting within {timeout:g} s"
+                elif isinstance(cause, OSError) and cause.errno in (errno.EAGAIN, errno.EINVAL):
+                    # Linux refuses a unix connection whose listen queue is full; asyncio then reports EINVAL
+                    why = "its queue of waiting connections is full"
+                else:
+                    why = str(cause) or type(cause).__name__
+                raise BalloonDisconnectedError(
+                    f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
+                    "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "
+                    "holding the socket's only connection?") from None
+
+    def exit_cause_now(self) -> str | None:
+        return self.exit_cause() if self.exit_cause is not None else None
+
+    async def _switch_to(self, qmp: _QMP) -> None:
+        old = self._qmp
         self._closing = False
         self._replaying = False
-        qmp = _QMP(self._on_event)
-        try:
-            await asyncio.wait_for(qmp.connect(self.socket_path), timeout)
-        except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
-            await self._discard(qmp)
-            cause = getattr(exc, "exc", None) or exc
-            why = (f"no QMP greeting within {timeout:g} s" if isinstance(cause, asyncio.TimeoutError)
-                   else str(cause) or type(cause).__name__)
-            raise BalloonDisconnectedError(
-                f"cannot connect to the QMP socket {self.socket_path}: {why}. Is QEMU "
-                "(or `balloonlab emulate`) running with -qmp unix:PATH,server=on,wait=off, and is nobody else "
-                "holding the socket's only connection?") from None
-        self._qmp = qmp
+        self._qmp = qmp  # from here the old connection's monitor stays silent (it is no longer self._qmp)
         self._connected = True
         self.disconnect_reason = None
-        self._wake = asyncio.Event()
+        if self._wake is None:
+            self._wake = asyncio.Event()
         _loop.spawn(self._monitor(qmp), "balloonlab-monitor")
+        if old is not None and old is not qmp:
+            await self._discard(old)
         try:
             await self._read_basics()
+            if self._demand():
+                await self.read_stats()  # history and subscribers start from the stats found on connecting
         except BaseException:
             await self.disconnect()
             raise
@@ -241,6 +315,13 @@ class BalloonClient:
         reason = await self._reap(qmp)
         if qmp is not self._qmp or self._closing:
             return
+        if self.exit_cause is not None:  # the socket's EOF can come a moment before the exit status is there
+            for _ in range(20):
+                if self.exit_cause_now() is not None or qmp is not self._qmp or self._closing:
+                    break
+                await asyncio.sleep(0.05)
+            if qmp is not self._qmp or self._closing:
+                return
         self._connected = False
         self.disconnect_reason = reason or "the server closed the connection"
         self._poke()
@@ -266,6 +347,9 @@ class BalloonClient:
             await self._reap(qmp)
 
     def disconnected_message(self) -> str:
+        cause = self.exit_cause_now()
+        if cause is not None:
+            return f"{cause}; start a new one with balloonlab.launch()"
         return (f"lost the QMP connection to {self.socket_path} ({self.disconnect_reason or 'not connected'}): "
                 "QEMU exited or closed the socket. Call lab.reconnect() once it is back.")
 
@@ -301,7 +385,7 @@ class BalloonClient:
         if taps:
             sent, began = time.time(), time.perf_counter()
         try:
-            result = await asyncio.wait_for(qmp.execute(command, arguments or None), timeout)
+            result = await _bounded(qmp.execute(command, arguments or None), timeout)
         except ExecuteError as exc:
             if taps:
                 self._tap_exchange(taps, command, arguments, {"error": {"class": exc.error_class,
@@ -390,15 +474,16 @@ class BalloonClient:
         return st
 
     # Observations: one place decides what changed and tells subscribers ---------------------------------------
-    def _observe_stats(self, raw: dict, when: float | None = None) -> GuestStats:
-        """``when``: the host time of the report (a replayed report's own); default now."""
+    def _observe_stats(self, raw: dict, when: float | None = None, record: bool = True) -> GuestStats:
+        """``when``: the host time of the report (a replayed report's own); default now.  ``record=False``: the
+        caller has put this report into history already."""
         if raw == self._last_raw and self.last_stats is not None:
             return self.last_stats
         stats = GuestStats(raw)
         self._last_raw = raw
         self.last_stats = stats
         when = time.time() if when is None else when
-        if self._demand():
+        if record and self._demand():
             self.history.add(when, stats, self.interval, self.actual)
         self._notify(LabUpdate("stats", stats=stats, time=when))
         return stats
@@ -406,42 +491,49 @@ class BalloonClient:
     # Virtual-clock replay: every report of an advance, not just the last --------------------------------------
     @property
     def wants_replay(self) -> bool:
-        """Whether an advance should replay its reports: someone watches and the emulator keeps a trace."""
-        return self._demand() and TRACE in self.commands
+        """Whether an advance should replay its reports: someone watches (or history records) and the emulator
+        keeps a report log."""
+        return self._demand() and REPORTS in self.commands
 
     async def begin_replay(self) -> tuple[int, float]:
-        """Pause the follower's stats reads and return (trace cursor, longest chunk in seconds)."""
+        """Pause the follower's stats reads and return (report cursor, longest chunk in seconds)."""
         interval = await self.read_interval()
-        cursor = (await self.execute(TRACE, {"path": self.device_path, "since": 2**63 - 1}))["next"]
+        reports = await self.execute(REPORTS, {"path": self.device_path, "since": 2**63 - 1})
         self._replaying = True  # only once both reads worked: a failure here must not pause the follower for good
-        return cursor, (REPLAY_REPORTS * interval if interval > 0 else float("inf"))
+        # Read at half the log's length: the driver's boot report or a reset can add reports besides the polls.
+        per_chunk = max(1, reports["capacity"] // 2)
+        return reports["next"], (per_chunk * interval if interval > 0 else float("inf"))
 
     def end_replay(self) -> None:
         self._replaying = False
         self._poke()
 
     async def replay(self, cursor: int) -> int:
-        """Feed each report the emulator traced since ``cursor`` (a virtual-clock advance produced them), with its
-        own time, to history and subscribers; returns the new trace cursor."""
-        trace = await self.execute(TRACE, {"path": self.device_path, "since": cursor})
-        exchanges = trace["exchanges"]
-        if exchanges and exchanges[0]["seq"] > cursor:
-            log.warning("balloonlab: %d stats-queue exchanges fell out of the emulator's trace before they were "
-                        "read; history misses their reports", exchanges[0]["seq"] - cursor)
-        for x in exchanges:
-            if x["kind"] == "report":
-                self._observe_stats(self._raw_from_report(x), when=x["time"])
-        return trace["next"]
+        """Feed each report the emulator logged since ``cursor`` (a virtual-clock advance produced them), with its
+        own time, to history and subscribers; returns the new report cursor."""
+        reports = await self.execute(REPORTS, {"path": self.device_path, "since": cursor})
+        if reports["first"] > cursor:
+            log.warning("balloonlab: %d stats reports fell out of the emulator's report log before they were "
+                        "read; history misses them", reports["first"] - cursor)
+        self._observe_reports(reports)
+        return reports["next"]
 
-    def _raw_from_report(self, exchange: dict) -> dict:
-        """The ``guest-stats`` a report leaves behind, from the entries the device decoded: QEMU resets every stat
-        to unset, then applies each entry it does not ignore; last-update is the report's whole second."""
-        version = tuple(int(p) for p in (self.qemu_version or "0.0").split(".")[:2])
-        stats = {info.qmp_key: UNSET for info in stats_for_version(version)}  # type: ignore[arg-type]
-        for entry in exchange["entries"]:
-            if not entry["ignored"] and entry["name"] is not None:
-                stats["stat-" + entry["name"]] = entry["value"]
-        return {"stats": stats, "last-update": int(exchange["time"])}
+    def _observe_reports(self, reports: dict) -> None:
+        """A reply of ``x-balloonlab-reports`` (emulator/reportlog.py): all into history at once; a GuestStats and
+        a "stats" update for each report only when someone subscribes (else for the last one only, which becomes
+        ``last_stats``)."""
+        columns = _report_columns(reports)
+        wall_ns, last_update = columns.pop("wall-ns"), columns.pop("last-update")
+        n = len(wall_ns)
+        if not n:
+            return
+        if self._demand():
+            self.history.add_columns([(t + 500_000) // 1_000_000 for t in wall_ns], last_update,
+                                     {key.removeprefix("stat-"): values for key, values in columns.items()},
+                                     self.interval, self.actual)
+        for i in range(0 if self._subscribers else n - 1, n):
+            raw = {"stats": {key: values[i] for key, values in columns.items()}, "last-update": last_update[i]}
+            self._observe_stats(raw, when=wall_ns[i] / 1e9, record=False)
 
     def _observe_interval(self, value: int) -> None:
         if value != self.interval:

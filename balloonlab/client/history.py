@@ -20,14 +20,12 @@ import collections
 import csv
 import datetime as dt
 import io
-import itertools
-import operator
 import os
 import sys
 import threading
 import zlib
 from array import array
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from ..stats import STATS, GuestStats
 
@@ -53,22 +51,29 @@ def _load(value: int) -> int | None:
 
 
 def _seal(column: array) -> bytes:
-    deltas = array("q", [column[0]]) if column else array("q")
-    deltas.extend(map(operator.xor, column[1:], column[:-1]))
+    """XOR each value with its predecessor (in numpy: a day of reports seals 84 chunks of 20 columns, which a
+    Python loop made a quarter of a virtual day's CPU), then zlib."""
+    import numpy as np  # here, not at the top: a lab that never seals a chunk does not pay numpy's import
+
+    values = np.frombuffer(column, dtype=np.int64)
+    deltas = values.copy()
+    np.bitwise_xor(values[1:], values[:-1], out=deltas[1:])
     return zlib.compress(deltas.tobytes(), 6)
 
 
 def _unseal(blob: bytes) -> array:
-    deltas = array("q")
-    deltas.frombytes(zlib.decompress(blob))
-    return array("q", itertools.accumulate(deltas, operator.xor))
+    import numpy as np
+
+    deltas = np.frombuffer(zlib.decompress(blob), dtype=np.int64)
+    return array("q", np.bitwise_xor.accumulate(deltas).tobytes() if len(deltas) else b"")
 
 
 class History:
     """Samples (one row per new guest report, with interval and actual at that moment) and QMP events.
 
-    ``lab.history.enabled = True`` keeps the lab's follower recording even when nothing subscribes; while anything
-    subscribes (a panel, ``%balloon watch``) it records anyway.
+    A lab records from the moment it connects (``enabled``, which ``emulate/connect/launch(history=False)`` or
+    ``lab.history.enabled = False`` turn off); while anything subscribes (a panel, ``%balloon watch``) it records
+    anyway.
     """
 
     def __init__(self, max_samples: int = 86_400, max_events: int = 10_000) -> None:
@@ -116,6 +121,38 @@ class History:
                 self._keys = [k for k in _STAT_KEYS if k in self._seen]
             if len(o["time"]) >= CHUNK:
                 self._seal_open()
+
+    def add_columns(self, time_ms: Sequence[int], last_update: Sequence[int], stats: Mapping[str, Sequence[int]],
+                    interval: int | None = None, actual: int | None = None) -> None:
+        """Append many samples at once (the reports of a virtual-clock advance): ``time_ms`` in host milliseconds
+        since the epoch, ``last_update`` in seconds (0: never), ``stats`` by key (``"free-memory"``) as QEMU's
+        uint64 values (2**64 - 1: unset); every column as long as ``time_ms``.  Stats not given are unset.
+
+        Why a second way in: :meth:`add` costs a GuestStats and a Python loop per sample, which a day of 1 s
+        reports (86 400) would pay again and again; here each column is converted and appended by C code.
+        """
+        n = len(time_ms)
+        if not n:
+            return
+        unset = array("q", [_NONE]) * n
+        cols = {"time": array("q", time_ms), "last-update": array("q", [v or _NONE for v in last_update]),
+                "interval": array("q", [_store(interval)]) * n, "actual": array("q", [_store(actual)]) * n}
+        for key in _STAT_KEYS:
+            values = stats.get(key)
+            # uint64 read back as int64: QEMU's "unset" (2**64 - 1) becomes -1, as _store() does one at a time
+            cols[key] = unset if values is None else array("q", array("Q", values).tobytes())
+        with self._lock:
+            done = 0
+            while done < n:
+                take = min(CHUNK - len(self._open["time"]), n - done)
+                for name, column in self._open.items():
+                    column.extend(cols[name][done:done + take])
+                done += take
+                if len(self._open["time"]) >= CHUNK:
+                    self._seal_open()
+            if not self._seen.issuperset(stats):
+                self._seen.update(stats)
+                self._keys = [k for k in _STAT_KEYS if k in self._seen]
 
     def add_event(self, event: dict, time: float | None = None) -> None:
         """Record a QMP event (wire dict); ``time`` defaults to the event's own timestamp."""

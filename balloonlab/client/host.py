@@ -22,14 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import loop as _loop
-from .balloon import Balloon, advance_replaying, parse_ram
+from .balloon import Balloon, advance_replaying
 from ..errors import BalloonDisconnectedError, EmulatorOptionError, UnknownVMError, VirtualClockRequiredError
-from ..units import format_size, parse_duration
+from ..units import format_size, parse_duration, parse_guest_size, parse_size
 
 if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
-    from ..emulator.host import EmulatedHost
-    from ..emulator.workloads import WorkloadName
+    from ..emulator.host import EmulatedHost, HostSnapshot, VMReading
+    from ..emulator.workloads import RecordedCurve
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Host:
 
     def __init__(self, emulated: EmulatedHost, *, guest: GuestModel, qemu_version: QemuVersion,
                  free_page_reporting: bool,
-                 deflate_on_oom: bool, seed: int, timeout: float) -> None:
+                 deflate_on_oom: bool, seed: int, timeout: float, history: bool = False) -> None:
         self._host = emulated
         self._guest: GuestModel = guest
         self._qemu_version: QemuVersion = qemu_version
@@ -91,6 +91,7 @@ class Host:
         self._deflate_on_oom = deflate_on_oom
         self._seed = seed
         self.timeout = timeout
+        self._history = history
         self._labs: dict[str, Balloon] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -140,13 +141,15 @@ class Host:
 
     def add_vm(self, memory: str | int = "1G", name: str | None = None, guest: GuestModel | None = None,
                free_page_reporting: bool | None = None, deflate_on_oom: bool | None = None, *,
-               workload: WorkloadName | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
+               workload: str | RecordedCurve | None = None, qemu_version: QemuVersion | None = None) -> Balloon:
         """Start one more VM on this host (an emulated QEMU with its own QMP socket) and return its lab.  None:
-        the host's defaults (those given to :func:`emulate_host`)."""
+        the host's defaults (those given to :func:`emulate_host`).  ``workload``: a name
+        (``balloonlab.emulator.workloads``) or ``"recording:NAME_OR_PATH"``, a real guest's recorded appetite."""
         from ..emulator.config import machine_config
+        from .replay import workload as read_workload
 
         self._check_open()
-        ram = parse_ram(memory)
+        ram = parse_guest_size(memory, "VM memory")
         with self._lock:
             name = name or self._free_name()
             if name in self._labs and not self._labs[name].closed:
@@ -154,12 +157,13 @@ class Host:
             seed = self._seed * 1000 + len(self._labs)
             config = machine_config(
                 guest=guest or self._guest, ram=ram, clock=self.clock, qemu_version=qemu_version or self._qemu_version,
-                id="balloon0", seed=seed, workload=workload,
+                id="balloon0", seed=seed, workload=read_workload(workload),
                 free_page_reporting=self._free_page_reporting if free_page_reporting is None else free_page_reporting,
                 deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
             emu = _loop.run(self._host.add_vm(name, config), self.timeout)
             try:
-                lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name)
+                lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name,
+                              history=self._history)
             except BaseException:
                 _loop.run(emu.stop(), self.timeout)
                 raise
@@ -182,9 +186,39 @@ class Host:
         async def read() -> Any:
             return self._host.snapshot()
 
-        snap = _loop.run(read(), self.timeout)
-        return HostUsage(total=snap.total, used=snap.used, free=snap.free, swap_used=snap.swap_used,
-                         swap_total=snap.swap_total, rss=dict(snap.rss), swapped=dict(snap.swapped))
+        return _usage_of(_loop.run(read(), self.timeout))
+
+    def observe(self) -> tuple[HostUsage, dict[str, VMReading]]:
+        """The host's usage and, per VM name, what a manager reads about it (guest stats as ``qom-get`` answers,
+        ``actual``, RAM, RSS), all at one instant in one call: what a policy tick needs (balloonlab.policy)."""
+        self._check_open()
+
+        async def read() -> Any:
+            return self._host.observe()
+
+        snap, readings = _loop.run(read(), self.timeout)
+        return _usage_of(snap), readings
+
+    def step(self, duration: str | float, *, notify: bool = True) -> tuple[HostUsage, dict[str, VMReading]]:
+        """:meth:`advance`, then :meth:`observe`: a policy run's tick (balloonlab.policy).
+
+        ``notify=False``: in one call to the loop, without telling the VMs' followers (history, panels, watches);
+        they catch up at the next :meth:`advance`.  A simulated policy run ticks this way, a day in seconds, and
+        keeps its own record of the day (replaying each report to every lab's history costs several QMP round
+        trips per VM and tick).
+        """
+        self._check_open()
+        seconds = parse_duration(duration)
+        if notify or self.clock != "virtual":
+            self.advance(seconds)
+            return self.observe()
+
+        async def run() -> Any:
+            self._host.advance(seconds)
+            return self._host.observe()
+
+        snap, readings = _loop.run(run(), max(self.timeout, 60 + seconds / 360))
+        return _usage_of(snap), readings
 
     def advance(self, duration: str | float) -> None:
         """Move the host's virtual clock, and every VM's with it (``"1h"``, ``"30s"``, seconds)."""
@@ -254,34 +288,47 @@ class Host:
             raise BalloonDisconnectedError("this host is closed; start a new one with balloonlab.emulate_host()")
 
 
+def _usage_of(snap: HostSnapshot) -> HostUsage:
+    return HostUsage(total=snap.total, used=snap.used, free=snap.free, swap_used=snap.swap_used,
+                     swap_total=snap.swap_total, rss=dict(snap.rss), swapped=dict(snap.swapped))
+
+
 def emulate_host(memory: str | int = "3G", vms: int = 4, vm_memory: str | int = "1G", guest: GuestModel = "linux",
                  clock: ClockKind = "virtual", free_page_reporting: bool = False, deflate_on_oom: bool = False,
                  qemu_version: QemuVersion = "10.0", workloads: str | Mapping[str, str] | None = None,
                  seed: int = 0, *,
-                 swap: str | int | None = None, timeout: float = 10.0) -> Host:
+                 swap: str | int | None = None, timeout: float = 10.0, history: bool = False) -> Host:
     """A host with ``memory`` of RAM running ``vms`` emulated VMs of ``vm_memory`` each, named ``vm0``...
 
     ``workloads``: None (idle), one name for all (``"diurnal"``), ``"mixed"`` (a varied seeded set) or a dict
-    ``{"vm0": "leak"}``; names in ``balloonlab.emulator.workloads``.  ``swap``: the host's swap (default half its
+    ``{"vm0": "leak"}``; names in ``balloonlab.emulator.workloads``.  ``"recording:NAME_OR_PATH"`` (for one VM
+    or all) makes a real guest's recorded appetite that VM's workload (``balloonlab.recordings()``; scaled to the
+    VM's RAM and looping: docs/recordings.md).  ``swap``: the host's swap (default half its
     RAM).  Every VM is deterministic by ``seed`` on the virtual clock.
+
+    ``history``: whether each VM's lab records its reports (a single lab does by default; a host's VMs do not,
+    because a simulated day of 20 VMs at 1 s is 1.7 million reports that a policy run or the fleet panel never
+    reads).  Turn it on for the whole host here, or for one VM with ``host["vm1"].history.enabled = True``.
     """
     from ..emulator.host import EmulatedHost
     from ..emulator.workloads import assign
+    from .replay import recorded_workload
 
-    host_ram = parse_ram(memory)
-    swap_bytes = host_ram // 2 if swap is None else parse_ram(swap)
+    host_ram = parse_guest_size(memory, "host memory")
+    swap_bytes = host_ram // 2 if swap is None else parse_size(swap)
     if not isinstance(vms, int) or isinstance(vms, bool) or vms < 0:
         raise EmulatorOptionError(f"vms is how many VMs to start: a whole number >= 0, not {vms!r}")
     if clock not in ("real", "virtual"):
         raise EmulatorOptionError(f"unknown clock {clock!r}; choose one of real, virtual")
     names = [f"vm{i}" for i in range(vms)]
     try:
-        plan = assign(dict(workloads) if isinstance(workloads, Mapping) else workloads, names, seed)
+        plan = assign(dict(workloads) if isinstance(workloads, Mapping) else workloads, names, seed,
+                      recorded_workload)
         emulated = EmulatedHost(host_ram, swap_bytes, clock)
     except ValueError as exc:
         raise EmulatorOptionError(str(exc)) from None
     host = Host(emulated, guest=guest, qemu_version=qemu_version, free_page_reporting=free_page_reporting,
-                deflate_on_oom=deflate_on_oom, seed=seed, timeout=timeout)
+                deflate_on_oom=deflate_on_oom, seed=seed, timeout=timeout, history=history)
     try:
         for name in names:
             host.add_vm(vm_memory, name=name, workload=plan[name])

@@ -132,6 +132,11 @@ class LibvirtClient(BalloonClient):
         self._refresh_meta = False
         self._update_follower()
 
+    async def reconnect(self, timeout: float = 5.0) -> None:
+        """Look the domain up again, on a new libvirt connection where the old one is gone (libvirtd restarted)."""
+        await self.disconnect()
+        await self.connect(timeout)
+
     def _lookup(self) -> Any:
         libvirt = require_libvirt()
         conn = self.host.conn

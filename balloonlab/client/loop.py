@@ -73,6 +73,11 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
 
     On timeout the coroutine is cancelled and :class:`TimeoutError` is raised.  Calling this from the loop thread
     itself (for example from inside a ``lab.subscribe`` callback) would deadlock, so it raises ``RuntimeError``.
+
+    Unlike :func:`submit` (``asyncio.run_coroutine_threadsafe``), the result reaches the waiting thread from the
+    coroutine's last step, not from a done-callback one loop iteration later, and through a plain lock: every
+    synchronous lab call pays this hop, so it is kept as short as the loop allows (docs/benchmarks.md,
+    ``thread_handoff_us``).
     """
     if in_loop_thread():
         coro.close()
@@ -80,15 +85,53 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
             "a synchronous balloonlab call was made on balloonlab's own background thread (inside a subscribe "
             "callback?): callbacks must be short and must not call lab methods; hand the work to another thread"
         )
-    future = submit(coro)
+    call = _Call(coro)
+    loop = get_loop()
+    loop.call_soon_threadsafe(call.start, loop)
     try:
-        return future.result(timeout)
-    except concurrent.futures.TimeoutError:
-        future.cancel()
-        raise TimeoutError(f"no answer within {timeout} s") from None
+        finished = call.done.acquire(timeout=-1 if timeout is None else timeout)
     except BaseException:  # Ctrl-C in the caller: do not leave the work running on the shared loop
-        future.cancel()
+        loop.call_soon_threadsafe(call.cancel)
         raise
+    if not finished:
+        loop.call_soon_threadsafe(call.cancel)
+        raise TimeoutError(f"no answer within {timeout} s")
+    if call.error is not None:
+        raise call.error
+    return call.result
+
+
+class _Call:
+    """One :func:`run`: the coroutine, its task on the loop, and a lock the caller blocks on until the result
+    is in (lighter than a ``concurrent.futures.Future``, whose condition variable costs more on both sides)."""
+
+    __slots__ = ("coro", "task", "done", "result", "error")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.task: asyncio.Task | None = None
+        self.done = threading.Lock()
+        self.done.acquire()  # released once, by _settle()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.task = loop.create_task(self._settle())
+
+    async def _settle(self) -> None:
+        try:
+            self.result = await self.coro
+        except BaseException as exc:  # the caller gets it (a cancellation included)
+            self.error = exc
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+        finally:
+            self.done.release()
+
+    def cancel(self) -> None:
+        """On the loop, after start() (both are queued in order): the caller gave up; stop the work."""
+        if self.task is not None:
+            self.task.cancel()
 
 
 def call_soon(fn: Callable[..., Any], *args: Any) -> None:

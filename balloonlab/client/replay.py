@@ -23,7 +23,8 @@ from ..emulator.clock import NS
 from ..emulator.config import QEMU_VERSIONS, BalloonSpec, ClockKind, MachineConfig, QemuVersion
 from ..emulator.guests import HostChange, ReplayScript
 from ..emulator.virtio import PAGE_SHIFT
-from ..errors import InvalidValueError, RecordingError
+from ..emulator.workloads import RecordedCurve, WorkloadSpec, parse
+from ..errors import EmulatorOptionError, InvalidValueError, RecordingError
 from .balloon import Balloon, start_emulated
 from .recordfile import Recording, read_recording, report_entries
 
@@ -121,6 +122,33 @@ def memory_curve(source: str | os.PathLike[str] | Recording,
     return load(source).memory_curve(definition)
 
 
+def recorded_workload(source: str | os.PathLike[str] | Recording) -> RecordedCurve:
+    """A recording (a path or a shipped name) as a host VM's workload (``workloads={"vm0": "recording:NAME"}``):
+    its guest's appetite (``Recording.appetite``, the used memory without a deflate-on-oom balloon) above the first
+    report, from the first report's second, looping one recorded polling interval after the last report."""
+    rec = load(source)
+    curve = list(rec.appetite())
+    if not curve:
+        raise RecordingError(f"{rec.path}: no report in it says how much memory the guest used, so it cannot "
+                             f"drive a workload; choose another (balloonlab.recordings())")
+    start, idle = curve[0]
+    points = tuple((vm - start, max(0, used - idle)) for vm, used in curve)
+    return RecordedCurve(source=os.fspath(source) if not isinstance(source, Recording) else source.path,
+                         ram=int(rec.header["ram"]), points=points,
+                         period=points[-1][0] + max(1, int(rec.header["interval"])))
+
+
+def workload(spec: str | RecordedCurve | None) -> WorkloadSpec | None:
+    """What ``emulate()`` and ``Host.add_vm()`` run: a workload's name, or ``recording:NAME_OR_PATH`` read now
+    (EmulatorOptionError names the choices; RecordingError a bad recording)."""
+    if spec is None:
+        return None
+    try:
+        return parse(spec, recorded_workload)
+    except ValueError as exc:
+        raise EmulatorOptionError(str(exc)) from None
+
+
 def replay(source: str | os.PathLike[str], clock: ClockKind = "virtual", speed: float = 1.0, *,
            history: bool = False, socket_path: str | None = None, timeout: float = 10.0) -> Balloon:
     """An emulated lab replaying a recording (a path, or a shipped name from ``balloonlab.recordings()``).
@@ -142,4 +170,5 @@ def replay(source: str | os.PathLike[str], clock: ClockKind = "virtual", speed: 
     return start_emulated(config, socket_path=socket_path, history=history, timeout=timeout)
 
 
-__all__ = ["replay", "replay_script", "memory_curve", "qemu_profile", "resolve", "load"]
+__all__ = ["replay", "replay_script", "memory_curve", "recorded_workload", "workload", "qemu_profile", "resolve",
+           "load"]

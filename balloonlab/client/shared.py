@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator
 
 from qemu.qmp.protocol import ConnectError
 
-from .connection import BalloonClient, _QMP
+from .connection import SLOWEST, BalloonClient, _QMP
 from ..errors import BalloonDisconnectedError
 
 #: True inside a session's block (in that task): its commands use the session instead of opening another.
@@ -100,6 +100,15 @@ class SharedSocketClient(BalloonClient):
             return await super().execute(command, arguments, timeout)  # inside connect()'s session
         async with self._session(timeout):
             return await super().execute(command, arguments, timeout)
+
+    def _stats_period(self) -> float:
+        """Each read is a connection of its own: never faster than QEMU refreshes the stats, nor than every 2 s."""
+        return max(SLOWEST, float(self.interval or 0))
+
+    async def reconnect(self, timeout: float = 5.0) -> None:
+        """Nothing is held between calls: reconnecting is reading the basics again in one short session."""
+        await self.disconnect()
+        await self.connect(timeout)
 
     async def disconnect(self, notify: str | None = None) -> None:
         await super().disconnect(notify)

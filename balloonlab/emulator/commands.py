@@ -48,6 +48,7 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("x-balloonlab-advance", (Arg("seconds", "number"),)),
     Command("x-balloonlab-status"),
     Command("x-balloonlab-trace", (Arg("path", "str", True), Arg("since", "int", True))),
+    Command("x-balloonlab-reports", (Arg("path", "str", True), Arg("since", "int", True))),
     Command("x-balloonlab-guest", (Arg("action", "str"),), open=True),
 )}
 

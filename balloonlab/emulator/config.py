@@ -13,7 +13,7 @@ from ..errors import EmulatorOptionError
 
 if TYPE_CHECKING:
     from .guests import ReplayScript
-    from .workloads import WorkloadName
+    from .workloads import WorkloadSpec
 
 #: QEMU version profiles the emulator can answer as (newest last; the default is the newest).
 QemuVersion = Literal["7.2", "9.2", "10.0"]
@@ -70,6 +70,9 @@ class MachineConfig:
     #: (1 s; a TCG boot of the tiny guest takes 2.5-4 s).  ``balloonlab.emulate()`` asks for a quick boot so that a
     #: lab has stats at once; only the duration changes, never the order of what happens.
     boot_delay: float | None = None
+    #: Serve one QMP client at a time, as QEMU does (the others wait ungreeted); False (the default) serves every
+    #: client at once, so a notebook's lab, %%qmp and qmp-shell can share one emulated VM (emulator/qmp_server.py).
+    single_client: bool = False
     #: Wall-clock time (Unix seconds) at which the machine's clocks start; None: now.  A replay starts at its
     #: recording's start, so ``last-update`` and event timestamps read as they were recorded.
     start_epoch: float | None = None
@@ -78,17 +81,17 @@ class MachineConfig:
     #: A recording to play back: the guest is then the ``replay`` model (guests.py), whatever ``guest`` says.
     replay: "ReplayScript | None" = None
     #: What the guest's programs do with memory over time (workloads.py: idle, steady, diurnal, bursty, leak,
-    #: batch); None: nothing but what ``x-balloonlab-guest`` actions start.
-    workload: WorkloadName | None = None
+    #: batch, or a recorded guest's curve); None: nothing but what ``x-balloonlab-guest`` actions start.
+    workload: WorkloadSpec | None = None
 
 
 def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_version: QemuVersion,
                    id: str | None = None, paused: bool = False, seed: int = 0, guest_kernel: str | None = None,
                    boot_delay: float | None = 0.05, free_page_reporting: bool = False, deflate_on_oom: bool = False,
-                   workload: WorkloadName | None = None) -> MachineConfig:
+                   workload: WorkloadSpec | None = None, single_client: bool = False) -> MachineConfig:
     """The MachineConfig of one VM as ``balloonlab.emulate()`` and a host make it, every choice checked
     (EmulatorOptionError names the choices)."""
-    from .workloads import WORKLOADS  # the workload programs themselves load only when a guest runs one
+    from .workloads import parse  # the workload programs themselves load only when a guest runs one
 
     if guest not in GUEST_MODELS:
         raise EmulatorOptionError(f"unknown guest model {guest!r}; choose one of {', '.join(GUEST_MODELS)}")
@@ -98,8 +101,11 @@ def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_versio
     if version is None:
         raise EmulatorOptionError(
             f"unknown QEMU version {qemu_version!r}; the emulator answers as {', '.join(QEMU_VERSIONS)}")
-    if workload is not None and workload not in WORKLOADS:
-        raise EmulatorOptionError(f"unknown workload {workload!r}; choose one of {', '.join(WORKLOADS)}")
+    if workload is not None:
+        try:
+            workload = parse(workload)  # a recording comes read already (client/replay.py, recorded_workload)
+        except ValueError as exc:
+            raise EmulatorOptionError(str(exc)) from None
     for prop, value in (("free_page_reporting", free_page_reporting), ("deflate_on_oom", deflate_on_oom)):
         if not isinstance(value, bool):
             raise EmulatorOptionError(f"{prop} is a device property that is on or off: give True or False, "
@@ -108,4 +114,4 @@ def machine_config(*, guest: GuestModel, ram: int, clock: ClockKind, qemu_versio
                        deflate_on_oom=deflate_on_oom)
     return MachineConfig(ram_size=ram, balloons=[spec], start_paused=paused, qemu_version=version,
                          guest=guest, clock=clock, seed=seed, guest_kernel=guest_kernel, boot_delay=boot_delay,
-                         workload=workload)
+                         workload=workload, single_client=single_client)

@@ -15,6 +15,7 @@ This follows ``hw/virtio/virtio-balloon.c`` rule for rule (see docs/emulator.md 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +23,9 @@ from ..errors import QMPError
 from ..stats import UNSET, stats_for_version
 from .clock import NS, VM, Clock, Timer
 from .qom import is_int64, qdict, type_error
+from .reportlog import ReportLog
 from .virtio import (
+    CONFIG_SIZE_LEGACY,
     F_DEFLATE_ON_OOM,
     F_FREE_PAGE_HINT,
     F_PAGE_POISON,
@@ -33,11 +36,13 @@ from .virtio import (
     STATUS_DRIVER_READY,
     BalloonConfig,
     StatsVirtqueue,
-    complete_entries,
+    decode_entries,
     feature_names,
 )
 
 UINT32_MAX = 2**32 - 1
+#: ``_IN_ORDER[k]`` is the tags 0..k-1 in order (a report that can be copied into the stats array at once).
+_IN_ORDER = [tuple(range(k)) for k in range(17)]
 POLL_PROPERTY = "guest-stats-polling-interval"
 
 
@@ -58,11 +63,15 @@ class VirtioBalloon:
         self.n_known = 16 if version >= (9, 2) else 10  # VIRTIO_BALLOON_S_NR
         self._wire_keys = tuple(s.qmp_key for s in self.wire_stats)
         self._wire_tags = tuple(s.tag for s in self.wire_stats)
-        self.stats: list[int] = [UNSET] * self.n_known
+        self._wire_row = operator.itemgetter(*self._wire_tags)  # stats array -> wire order, in C
+        self._unset = [UNSET] * self.n_known
+        self.stats: list[int] = list(self._unset)
         self.last_update = 0
         self.poll_interval = 0
         self.timer: Timer | None = None
         self.reports = 0
+        #: Every report since a client first asked for them (``x-balloonlab-reports``); None until then.
+        self.report_log: ReportLog | None = None
         self.statsq = StatsVirtqueue(clock, self.n_known)
         self.statsq.on_report = self._receive_stats
         self.config = BalloonConfig()
@@ -73,6 +82,8 @@ class VirtioBalloon:
                         (page_poison, F_PAGE_POISON), (free_page_reporting, F_REPORTING)):
             if on:
                 self.host_features |= bit
+        if not self.host_features & (F_PAGE_POISON | F_FREE_PAGE_HINT | F_REPORTING):
+            self.config.size = CONFIG_SIZE_LEGACY  # QEMU's virtio_balloon_config_size
         self.guest_features = 0
         #: The virtio device status byte the driver wrote (0 until a driver probes, 15 once it is ready).
         self.device_status = 0
@@ -122,13 +133,18 @@ class VirtioBalloon:
     def _receive_stats(self, data: bytes) -> None:
         stats = self.stats
         n = self.n_known
-        for i in range(n):
-            stats[i] = UNSET
-        for tag, value in complete_entries(data):
-            if tag < n:
-                stats[tag] = value
+        stats[:] = self._unset
+        tags, values = decode_entries(data)
+        if len(tags) <= n and tags == _IN_ORDER[len(tags)]:
+            stats[:len(values)] = values  # tags 0, 1, 2...: what every driver sends; the loop below, at C speed
+        else:
+            for tag, value in zip(tags, values):
+                if tag < n:
+                    stats[tag] = value
         self.last_update = int(self.clock.wall_time())
         self.reports += 1
+        if self.report_log is not None:
+            self.report_log.append(self.clock.wall_ns(), self.last_update, self._wire_row(stats))
         if self.poll_interval > 0:
             self._rearm()
 
@@ -137,6 +153,13 @@ class VirtioBalloon:
         stats = self.stats
         return {"stats": {k: stats[t] for k, t in zip(self._wire_keys, self._wire_tags)},
                 "last-update": self.last_update}
+
+    def reports_since(self, since: int) -> dict:
+        """``x-balloonlab-reports``: the reports with ``seq >= since``, in columns (reportlog.py).  The first call
+        starts the log, so it answers with no reports and the cursor to read from."""
+        if self.report_log is None:
+            self.report_log = ReportLog(self._wire_keys, self.reports)
+        return self.report_log.since(since)
 
     # -- balloon size ----------------------------------------------------------------------------------------
     @property
@@ -185,7 +208,7 @@ class VirtioBalloon:
         self.queue_sel = 0
         self.on_config_change = None
         if self.version >= (10, 0):
-            self.stats = [UNSET] * self.n_known
+            self.stats = list(self._unset)
             self.last_update = 0
 
     def shutdown(self) -> None:

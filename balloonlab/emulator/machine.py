@@ -436,13 +436,20 @@ class Machine:
                 # and the host side (docs/qemu-behaviour.md, A3): what the QEMU process holds, what the host swapped out
                 "host-rss": self.host_rss(), "host-swapped": self.host_swapped}
 
-    def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:
+    def _balloon_at(self, path: str | None) -> VirtioBalloon:
+        """The balloon a vendor command names by ``path`` (the device or its virtio backend; default: the one)."""
         dev = self._need_device()
         if path is not None:
             node = resolve(self.root, path)
             if node.path not in (self.device_path, self._backend_path()):
                 raise QMPError("GenericError", f"'{path}' is not a virtio-balloon device")
-        return dev.statsq.trace(since)
+        return dev
+
+    def _cmd_x_balloonlab_trace(self, path: str | None = None, since: int = 0) -> dict:
+        return self._balloon_at(path).statsq.trace(since)
+
+    def _cmd_x_balloonlab_reports(self, path: str | None = None, since: int = 0) -> dict:
+        return self._balloon_at(path).reports_since(since)
 
     def _cmd_x_balloonlab_guest(self, args: dict) -> Any:
         params = dict(args)

@@ -103,6 +103,9 @@ class MemoryModel:
         self.free_page_reporting = free_page_reporting
         # struct page for every 4 KiB page (64 bytes) comes on top of the fixed reservation.
         self.managed = _pages(max(ram_size // 2, ram_size - fixed - ram_size // 64))
+        # Derived from managed, which never changes: computed once, as every report needs them.
+        self._low = self._wmark(1.0)  # the low watermark
+        self._reserve = _pages(self.managed * 0.005)
         self.swap_size = _pages(ram_size // 2 if swap_size is None else swap_size)
         self.rng = random.Random(seed)
         self._idle = (anon, kern, cache)
@@ -175,7 +178,7 @@ class MemoryModel:
 
     def _shmem_room(self) -> int:
         used_balloon = self.balloon if self.deflate_on_oom else 0
-        return self.total - self.kernel_base - used_balloon - self._wmark(1.0) - self.cache_floor
+        return self.total - self.kernel_base - used_balloon - self._low - self.cache_floor
 
     def set_balloon(self, size: int, now_ns: int) -> None:
         """The driver now holds ``size`` bytes.  Pages it takes leave the host at once (resident ones first);
@@ -195,7 +198,7 @@ class MemoryModel:
     def _user_room(self) -> int:
         """Memory processes and caches can use: total minus kernel, balloon (if it counts as used), min_free."""
         used_balloon = self.balloon if self.deflate_on_oom else 0
-        return self.total - self.kernel_base - used_balloon - self._wmark(1.0)
+        return self.total - self.kernel_base - used_balloon - self._low
 
     def _wmark(self, scale: float) -> int:
         return _pages(self.managed * 0.0025 * scale)
@@ -211,10 +214,9 @@ class MemoryModel:
         return self._available(self.free)
 
     def _available(self, free: int) -> int:
-        low = self._wmark(1.0)
-        reserve = _pages(self.managed * 0.005)
+        low = self._low
         slab = 2 * MiB
-        avail = (free - reserve + self.cache - min(self.cache // 2, low) + slab - min(slab // 2, low))
+        avail = (free - self._reserve + self.cache - min(self.cache // 2, low) + slab - min(slab // 2, low))
         return max(0, min(avail, self.total))
 
     @property

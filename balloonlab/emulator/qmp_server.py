@@ -6,9 +6,13 @@ checks of QEMU's ``qmp_dispatch`` with their exact texts and QEMU's order of che
 value, one compact JSON object per reply terminated by CRLF, events only to negotiated clients.  Input is a
 stream of JSON values, not lines (see jsonstream.py).
 
-Where it differs from QEMU, on purpose: several clients may be connected at once (QEMU serves one per socket
-and lets the others wait), and each gets the greeting and its own negotiation.  Commands run one at a time on
-the loop, so replies to one client come in request order, as with QEMU.
+Where it differs from QEMU, on purpose and by default: several clients may be connected at once, and each gets
+the greeting and its own negotiation.  QEMU serves one client per socket: a second connection is accepted by the
+kernel but sits ungreeted in the listen backlog until the first client leaves, then QEMU greets it and answers
+what it already sent (observed on QEMU 7.2; docs/differences.md ``concurrent-clients``).  ``single_client=True``
+(``balloonlab emulate --single-client``, ``emulate(single_client=True)``) does exactly that, for scripts that
+will later run against a real VM.  Commands run one at a time on the loop, so replies to one client come in
+request order, as with QEMU.
 
 Robustness: a client can send anything; broken input is answered, never fatal.  A failure inside the machine
 that is not a :class:`~balloonlab.errors.QMPError` is logged and answered with a neutral GenericError.  A client
@@ -70,8 +74,11 @@ class QMPServer:
     commands).
     """
 
-    def __init__(self, machine: Any) -> None:
+    def __init__(self, machine: Any, single_client: bool = False) -> None:
         self.machine = machine
+        #: Serve one client at a time, as QEMU does: the others wait, ungreeted, in the kernel's listen queue.
+        self.single_client = single_client
+        self._accepting: asyncio.Task | None = None
         self._server: asyncio.AbstractServer | None = None
         self._clients: dict[_Client, asyncio.Task] = {}
         self._unsubscribe = None
@@ -82,7 +89,21 @@ class QMPServer:
     async def start(self, sock: socket.socket) -> None:
         """Start accepting on ``sock`` (bound and listening)."""
         self._unsubscribe = self.machine.add_event_listener(self._broadcast)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=_READ_SIZE)
+        if self.single_client:
+            # As QEMU: accept the next connection only when the current client has left, from a listen backlog
+            # of 1 (QEMU's socket chardev; Linux then queues two connections and refuses further ones).
+            sock.listen(1)
+            self._accepting = asyncio.get_running_loop().create_task(self._one_at_a_time(sock))
+        else:
+            self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=_READ_SIZE)
+
+    async def _one_at_a_time(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        with sock:
+            while not self._closing:
+                conn, _ = await loop.sock_accept(sock)
+                reader, writer = await asyncio.open_unix_connection(sock=conn, limit=_READ_SIZE)
+                await self._serve(reader, writer)
 
     @property
     def client_count(self) -> int:
@@ -109,6 +130,9 @@ class QMPServer:
             await asyncio.gather(*pending, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._accepting is not None:  # single client: stop accepting; closing the socket drops the queue
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
 
     # -- connections ---------------------------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -104,7 +104,7 @@ class Emulator:
         try:
             sock = bind_private_socket(self.socket_path)
             self._socket_inode = os.stat(self.socket_path).st_ino
-            self._server = QMPServer(self.machine)
+            self._server = QMPServer(self.machine, single_client=self.config.single_client)
             self.machine.on_quit = self._on_quit
             await self._server.start(sock)
         except BaseException:

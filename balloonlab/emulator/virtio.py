@@ -86,24 +86,36 @@ def encode_stats(entries: Iterable[tuple[int, int]]) -> bytes:
     return encode_values([t for t, _ in entries], [v for _, v in entries])
 
 
+def _packer(entries: int) -> struct.Struct:
+    """The packer of a report of ``entries`` entries (kept for the sizes guests send, up to 64 entries)."""
+    packer = _PACKERS.get(entries)
+    if packer is None:
+        packer = struct.Struct("<" + "HQ" * entries)
+        if entries <= 64:
+            _PACKERS[entries] = packer
+    return packer
+
+
 def encode_values(tags: Sequence[int], values: Sequence[int]) -> bytes:
     """Like :func:`encode_stats` for parallel sequences (the guest's per-report fast path)."""
     n = len(tags)
-    packer = _PACKERS.get(n)
-    if packer is None:
-        packer = _PACKERS[n] = struct.Struct("<" + "HQ" * n)
     flat = [0] * (2 * n)
     flat[0::2] = tags
     flat[1::2] = values
-    return packer.pack(*flat)
+    return _packer(n).pack(*flat)
+
+
+def decode_entries(data: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The tags and the values of a report's complete entries, in order: QEMU stops reading when fewer than 10
+    bytes are left, so a trailing partial entry is dropped.  The one decoder: the device's report handler (the
+    virtual clock's hot path) and :func:`complete_entries` use it."""
+    flat = _packer(len(data) // ENTRY_SIZE).unpack_from(data)
+    return flat[0::2], flat[1::2]
 
 
 def complete_entries(data: bytes) -> Iterator[tuple[int, int]]:
-    """``(tag, value)`` for each complete entry of a report, in order: QEMU stops reading when fewer than 10
-    bytes are left, so a trailing partial entry is dropped.  The one decoder: the device's report handler (the
-    virtual clock's hot path) and :func:`decode_stats` both use it."""
-    extra = len(data) % ENTRY_SIZE
-    return ENTRY.iter_unpack(data[:-extra] if extra else data)
+    """``(tag, value)`` for each complete entry of a report, in order (see :func:`decode_entries`)."""
+    return zip(*decode_entries(data))
 
 
 def decode_stats(data: bytes, n_known: int) -> list[tuple[int, int, bool]]:
@@ -121,18 +133,28 @@ def stat_name(tag: int) -> str | None:
     return info.key if info else None
 
 
+#: Config space sizes (Linux include/uapi/linux/virtio_balloon.h ``struct virtio_balloon_config``): the first two
+#: fields, or all four (num_pages, actual, free_page_hint_cmd_id, poison_val).
+CONFIG_SIZE_LEGACY, CONFIG_SIZE_FULL = 8, 16
+
+
 @dataclass
 class BalloonConfig:
-    """The device's config space: ``{le32 num_pages; le32 actual}`` in 4 KiB pages.
+    """The device's config space: ``{le32 num_pages; le32 actual; le32 free_page_hint_cmd_id; le32 poison_val}``.
 
-    ``num_pages`` is what the host asks for (the balloon target); ``actual`` is what the driver says it holds.
+    ``num_pages`` is what the host asks for (the balloon target); ``actual`` is what the driver says it holds
+    (both in 4 KiB pages).  QEMU (hw/virtio/virtio-balloon.c ``virtio_balloon_config_size``) exposes all 16 bytes
+    when it offers PAGE_POISON, FREE_PAGE_HINT or REPORTING -- PAGE_POISON is on by default -- and only the first 8
+    otherwise.  The hint command id and the poison value stay 0 here: no free page hinting is modelled, and a
+    default Linux guest does not poison freed pages (so it does not accept PAGE_POISON).
     """
 
     num_pages: int = 0
     actual: int = 0
+    size: int = CONFIG_SIZE_FULL
 
     def to_bytes(self) -> bytes:
-        return struct.pack("<II", self.num_pages, self.actual)
+        return struct.pack("<IIII", self.num_pages, self.actual, 0, 0)[:self.size]
 
 
 class StatsVirtqueue:

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -32,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from ..errors import GuestExecError, LaunchError
-from ..units import format_size, parse_size
+from ..errors import GuestExecError, InvalidValueError, LaunchError
+from ..units import parse_guest_size
 from .channel import CommandChannel, ExecResult
 from .guest_image import READY_MARKER, GuestImage
 from .process import process_rss, spawn, terminate
@@ -70,13 +71,11 @@ class VMFiles:
 
 
 def memory_mib(memory: str | int) -> int:
-    """RAM in MiB for ``-m``: ``"512M"``, ``"1G"``, or bytes as an int (``512`` alone would be 512 bytes)."""
+    """RAM in MiB for ``-m``: ``"512M"``, ``"1G"``, or bytes (a bare number is bytes: units.py's rule)."""
     try:
-        size = parse_size(memory)
-    except ValueError as exc:
-        raise LaunchError(f"memory={memory!r}: {exc}") from None
-    if size < 16 << 20:
-        raise LaunchError(f"memory={memory!r} is {format_size(size)}: too little for the guest (write e.g. '512M')")
+        size = parse_guest_size(memory, "memory")
+    except InvalidValueError as exc:
+        raise LaunchError(str(exc)) from None
     if size % (1 << 20):
         raise LaunchError(f"memory={memory!r} is not a whole number of MiB")
     return size >> 20
@@ -364,6 +363,22 @@ class LiveVM:
     @property
     def returncode(self) -> int | None:
         return self._res.proc.poll()
+
+    def exit_description(self) -> str | None:
+        """How this QEMU ended, in words (None while it runs): "killed by SIGKILL", "exited with status 1"."""
+        code = self.returncode
+        if code is None:
+            return None
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        elif code == 0:
+            how = "exited (status 0: a QMP quit, or the guest powered off)"
+        else:
+            how = f"exited with status {code}"
+        return f"the QEMU this lab started (pid {self.pid}) {how}"
 
     def console_output(self) -> str:
         """What the guest printed on its console (ttyS0); still available after :meth:`stop`."""

@@ -19,7 +19,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class, no_
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.utils.process import arg_split
 
-from ..errors import EmulatorOptionError
+from ..errors import BalloonError, EmulatorOptionError, InvalidValueError
 from .qmp_text import QMPTextError, parse_qmp_text
 from .watch import StatsWatch
 from . import subcommands
@@ -28,12 +28,13 @@ from .qmp import run_commands
 if TYPE_CHECKING:
     from ..client.balloon import Balloon
     from ..client.backend import HostLike
+    from ..policy import LivePolicyRun
     from ..widgets import BalloonPanel
     from ..widgets.fleet import FleetPanel
 
 __all__ = ["BalloonMagics"]
 
-NO_LAB_HINT = "no lab yet: start one with %balloon emulate, %balloon connect PATH or %balloon launch"
+NO_LAB_HINT = "no lab yet (start one with %balloon emulate, %balloon connect PATH or %balloon launch)"
 
 
 def strip_comment(line: str) -> str:
@@ -64,6 +65,7 @@ class BalloonMagics(Magics):
         self.host: HostLike | None = None  #: the current host of VMs or None
         self._owned_hosts: list[HostLike] = []  #: hosts these magics started (%balloon host)
         self.fleet_panels: list[FleetPanel] = []  #: made by %balloon host / fleet
+        self.policy_run: LivePolicyRun | None = None  #: the last run %balloon policy started (stopped on unload)
 
     @property
     def user_ns(self) -> dict[str, Any]:
@@ -123,7 +125,7 @@ class BalloonMagics(Magics):
             lab = factory()
         except (ValueError, TypeError, EmulatorOptionError) as exc:
             # a value only the backend can judge (an unknown guest model or QEMU version)
-            raise UsageError(f"%balloon: {exc}") from None
+            raise UsageError(str(exc)) from None
         previous = self.lab
         self.lab = lab
         self._owned.append(lab)
@@ -139,14 +141,19 @@ class BalloonMagics(Magics):
             self.close_lab(previous, make_current_none=False)
 
     def close_lab(self, lab: Balloon, make_current_none: bool = True) -> None:
-        """Stop the watches and panels on ``lab`` and close it."""
+        """Stop the watches on ``lab``, close it, and freeze its panels: they stay on screen with the lab's last
+        state and say it is closed (a notebook run with Run All and saved still shows them)."""
         for watch in [w for w in self.watches if w.lab is lab]:
             watch.stop()
             self.watches.remove(watch)
-        self.close_panels(lab)
         self._owned = [o for o in self._owned if o is not lab]
         if make_current_none and self.lab is lab:
             self.lab = None
+        # Freeze first (it stops following), so the panel says why the lab closed, not just that it did.
+        for panel in [p for p in self.panels if p.lab is lab]:
+            panel.freeze("the lab was closed (%balloon close)" if make_current_none else
+                         "the lab was closed: %balloon started another one")
+        self.panels = [p for p in self.panels if p.lab is not lab]
         lab.close()
 
     # watches ------------------------------------------------------------------------------------------------------
@@ -199,6 +206,8 @@ class BalloonMagics(Magics):
         """What ``%unload_ext`` does: stop every watch and panel, close every lab these magics made."""
         self.stop_watches()
         self.close_panels()
+        if self.policy_run is not None:  # before the VMs it manages go away
+            self.policy_run.stop()
         for panel in self.fleet_panels:
             panel.close()
         self.fleet_panels = []
@@ -231,8 +240,18 @@ class BalloonMagics(Magics):
             print(sub.help)
             return None
         rest = line.strip()[len(words[0]):]
-        args = sub.parser.parse_argstring(rest)
-        return sub.handler(self, args)
+        # One form for every error: "%balloon SUBCOMMAND: what is wrong (what to do)", argparse's included.
+        try:
+            args = sub.parser.parse_argstring(rest)
+        except UsageError as exc:
+            raise UsageError(f"%balloon {sub.name}: {exc} (%balloon {sub.name} -h shows its usage)") from None
+        try:
+            return sub.handler(self, args)
+        except (UsageError, InvalidValueError, EmulatorOptionError) as exc:  # what was typed: a usage error
+            raise UsageError(f"%balloon {sub.name}: {exc}") from None
+        except BalloonError as exc:  # what happened (QEMU gone, QEMU refused): keeps its class, same one line
+            exc.where = f"%balloon {sub.name}"
+            raise
 
     balloon.__doc__ = subcommands.overview()
 
@@ -257,6 +276,10 @@ class BalloonMagics(Magics):
 
         Lines starting with # are comments. Every command is checked before the first is sent: a typo anywhere
         sends nothing. A QMP error reply is shown, not raised, and the next command still runs.
+
+        The commands go over the lab's own QMP connection. Real QEMU serves one client per QMP socket (a second
+        one waits, ungreeted, until the first leaves); balloonlab's emulator serves several at once, so qmp-shell
+        can attach beside a lab, unless it runs with --single-client (emulate(single_client=True)).
         """
         if {"-h", "--help"} & set(arg_split(line, strict=False)):
             print(self.qmp.__doc__)
@@ -271,8 +294,15 @@ class BalloonMagics(Magics):
                              "query-balloon")
         if args.output is not None and not args.output.isidentifier():
             raise UsageError(f"%%qmp --output: {args.output!r} is not a variable name")
-        lab = self.require_lab()
-        replies = run_commands(lab, commands, verbose=args.verbose)
+        try:
+            lab = self.require_lab()
+        except UsageError as exc:
+            raise UsageError(f"%%qmp: {exc}") from None
+        try:
+            replies = run_commands(lab, commands, verbose=args.verbose)
+        except BalloonError as exc:  # QEMU gone: the class stays, shown in the magic's one-line form
+            exc.where = "%%qmp"
+            raise
         if args.output is not None:
             self.user_ns[args.output] = replies
         return None

@@ -19,17 +19,14 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import VirtualClockRequiredError
-from ..units import format_duration, format_size, parse_duration, parse_size
+from ..units import format_duration, format_size, parse_duration, parse_guest_size, parse_interval
 from .info import LabInfo
+from .watch import has_live_display
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..client.backend import HostLike
     from ..widgets.fleet import FleetPanel
     from .core import BalloonMagics
-
-#: guest-stats-polling-interval is a uint32 in QEMU ("timer value is too big" above this).
-MAX_INTERVAL = 2**32 - 1
-
 
 @dataclass(frozen=True)
 class Subcommand:
@@ -85,46 +82,15 @@ def find(name: str) -> Subcommand:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# value parsing (before anything is sent)
+# Values are checked by units.py (parse_guest_size, parse_interval, parse_duration) before anything is sent, in the
+# same words as the Python API; core.BalloonMagics.balloon puts "%balloon SUBCOMMAND: " in front of them.
 
 
-def size_arg(text: str, what: str) -> int:
-    try:
-        value = parse_size(text)
-    except ValueError as exc:
-        raise UsageError(f"%balloon {what}: {exc}") from None
-    if value <= 0:
-        raise UsageError(f"%balloon {what}: a size must be more than 0 bytes, got {text!r}")
-    return value
+class PollingInterval(int):
+    """What ``n = %balloon poll`` returns: the interval as an ``int`` that IPython shows in words."""
 
-
-def interval_arg(text: str) -> int:
-    """Whole seconds >= 0 (0 turns polling off); ``2``, ``30s``, ``1m`` all work."""
-    try:
-        number = int(text)
-    except ValueError:
-        try:
-            seconds = parse_duration(text)
-        except ValueError:
-            raise UsageError(
-                f"%balloon poll: not an interval: {text!r} (write whole seconds such as 2, 30s or 1m; 0 turns "
-                "polling off)") from None
-        if seconds != int(seconds):
-            raise UsageError(f"%balloon poll: QEMU polls in whole seconds, got {text!r} ({seconds:g} s)") from None
-        number = int(seconds)
-    if number < 0:
-        raise UsageError(
-            f"%balloon poll: the interval cannot be negative, got {number} (0 turns polling off)")
-    if number > MAX_INTERVAL:
-        raise UsageError(f"%balloon poll: QEMU's interval is at most {MAX_INTERVAL} s, got {number}")
-    return number
-
-
-def duration_arg(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"%balloon advance: {exc}") from None
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(interval_words(int(self)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -134,7 +100,7 @@ def duration_arg(text: str) -> float:
 @subcommand("emulate")
 @magic_arguments(name="balloon emulate")
 @argument("--guest", default="linux", help="guest model: linux, nodriver, buggy, partial, windows (default linux)")
-@argument("--memory", default="512M", help="guest RAM, e.g. 512M, 1G (default 512M)")
+@argument("--memory", default="512M", help="guest RAM, e.g. 512M, 1G, or bytes (default 512M)")
 @argument("--clock", default="real", choices=("real", "virtual"), metavar="CLOCK",
           help="real (default): the device polls in real time; virtual: time moves only with %%balloon advance")
 @argument("--qemu-version", default="10.0", help="QEMU version to behave like: 7.2, 9.2 or 10.0 (default 10.0)")
@@ -146,7 +112,7 @@ def duration_arg(text: str) -> float:
 @_keep_doc
 def _emulate(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated QEMU (in this process, real QMP on a unix socket) and make it the current lab."""
-    size_arg(args.memory, "emulate --memory")
+    parse_guest_size(args.memory, "memory")
     from ..client.balloon import emulate
 
     lab = magics.start_lab(
@@ -178,21 +144,20 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
                          "not with a QMP socket")
     path = os.path.expanduser(args.path)
     if not os.path.exists(path):
-        raise UsageError(f"%balloon connect: no such socket: {path} (start QEMU with -qmp unix:{path},server=on,"
-                         "wait=off)")
+        raise UsageError(f"no such socket: {path} (start QEMU with -qmp unix:{path},server=on,wait=off)")
     return magics.start_lab(lambda: connect(path, exclusive=not args.shared))
 
 
 @subcommand("launch")
 @magic_arguments(name="balloon launch")
-@argument("--memory", default="512M", help="guest RAM, e.g. 512M (default 512M)")
+@argument("--memory", default="512M", help="guest RAM, e.g. 512M, 1G, or bytes (default 512M)")
 @argument("--id", default="balloon0", help="device id of the balloon (default balloon0)")
 @argument("--paused", action="store_true", help="start the VM paused, as qemu-system -S")
 @argument("--no-guest", action="store_true", help="boot no kernel at all: QEMU answers QMP, nobody reports")
 @_keep_doc
 def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Boot a live qemu-system-x86_64 (TCG) with balloonlab's tiny Linux guest and make it current."""
-    size_arg(args.memory, "launch --memory")
+    parse_guest_size(args.memory, "memory")
     from ..client.balloon import launch
 
     return magics.start_lab(
@@ -204,7 +169,7 @@ def _launch(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 @argument("name", help="a VM of the current host (vm2), or a variable holding a lab or a host made in Python")
 @_keep_doc
 def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
-    """Make a VM of the current host, or a lab or host you created in Python, current (never closed for you)."""
+    """Make a host's VM, or a lab or host made in Python, current (%balloon close closes it; replacing it does not)."""
     from ..client.balloon import Balloon
     from ..client.fleet import Fleet
     from ..client.host import Host
@@ -212,22 +177,26 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     host = magics.host if magics.host is not None and not magics.host.closed else None
     if host is not None and args.name in host:
         magics.adopt_lab(host[args.name])
+        print(f"using {args.name} of the current host: {_describe(host[args.name])}")
         return None
     value = magics.user_ns.get(args.name)
     if isinstance(value, Balloon):
         magics.adopt_lab(value)
+        print(f"using {args.name}: {_describe(value)} (%balloon close closes it; %balloon emulate/connect/launch "
+              "replace it without closing it)")
         return None
     if isinstance(value, (Host, Fleet)):
         magics.adopt_host(value)
+        print(f"using the host {args.name}: {len(value.vms)} VMs ({', '.join(value.names)}); %balloon fleet shows it")
         return None
     if value is not None:
-        raise UsageError(f"%balloon use: {args.name} is a {type(value).__name__}, not a balloonlab lab or host")
+        raise UsageError(f"{args.name} is a {type(value).__name__}, not a balloonlab lab or host")
     known = (host.names if host is not None else []) + [
         k for k, v in magics.user_ns.items() if not k.startswith("_") and isinstance(v, (Balloon, Host, Fleet))]
     guess = difflib.get_close_matches(args.name, known, n=1)
     hint = f"; did you mean '{guess[0]}'?" if guess else ""
     where = f"the current host's VMs are {', '.join(host.names)}" if host is not None else "no host is current"
-    raise UsageError(f"%balloon use: no variable named {args.name!r}, and {where}{hint}")
+    raise UsageError(f"no variable named {args.name!r}, and {where}{hint}")
 
 
 @subcommand("host")
@@ -245,10 +214,10 @@ def _use(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 @_keep_doc
 def _host(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """Start an emulated host of VMs sharing its memory, make it current (vm0 the current lab), show its fleet."""
-    size_arg(args.memory, "host --memory")
-    size_arg(args.vm_memory, "host --vm-memory")
+    parse_guest_size(args.memory, "--memory")
+    parse_guest_size(args.vm_memory, "--vm-memory")
     if args.vms < 1:
-        raise UsageError(f"%balloon host --vms: at least one VM, got {args.vms}")
+        raise UsageError(f"--vms: at least one VM, got {args.vms}")
     from ..client.host import emulate_host
 
     host = magics.start_host(lambda: emulate_host(
@@ -275,7 +244,7 @@ def _fleet_panel(magics: "BalloonMagics", host: "HostLike") -> "FleetPanel":
     try:
         from ..widgets.fleet import FleetPanel
     except ImportError as exc:
-        raise UsageError(f"%balloon fleet needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
+        raise UsageError(f"the fleet panel needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
     for old in [p for p in magics.fleet_panels if p.host is host]:  # a re-run cell replaces its panel
         old.close()
         magics.fleet_panels.remove(old)
@@ -306,16 +275,15 @@ def _close(magics: "BalloonMagics", args: argparse.Namespace) -> None:
 @argument("interval", nargs="?", default=None,
           help="seconds between stats requests (2, 30s, 1m); 0 turns polling off; none: show the current one")
 @_keep_doc
-def _poll(magics: "BalloonMagics", args: argparse.Namespace) -> None:
-    """Show or set guest-stats-polling-interval (how often QEMU asks the guest for fresh stats)."""
+def _poll(magics: "BalloonMagics", args: argparse.Namespace) -> PollingInterval | None:
+    """Show (n = %balloon poll: an int) or set guest-stats-polling-interval (how often QEMU asks for stats)."""
     if args.interval is None:
-        lab = magics.require_lab()
-        print(_interval_words(lab.polling_interval))
-        return
-    seconds = interval_arg(args.interval)
+        return PollingInterval(magics.require_lab().polling_interval)
+    seconds = parse_interval(args.interval)
     lab = magics.require_lab()
     lab.polling_interval = seconds
-    print(_interval_words(seconds))
+    print(interval_words(seconds))
+    return None
 
 
 @subcommand("stats")
@@ -334,7 +302,8 @@ def _watch(magics: "BalloonMagics", args: argparse.Namespace) -> None:
     """Show the stats in this cell's output and keep them updated on every new report (the cell returns at once)."""
     if args.stop:
         n = magics.stop_watches()
-        print(f"stopped {n} watch{'es' if n != 1 else ''}")
+        print(f"stopped {n} watch{'es' if n != 1 else ''}" if n else
+              "no watch is running (outside Jupyter a watch shows one snapshot and does not run on)")
         return
     magics.start_watch(magics.require_lab())
 
@@ -345,10 +314,13 @@ def _watch(magics: "BalloonMagics", args: argparse.Namespace) -> None:
 def _panel(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     """The interactive panel (sliders for interval and target, live stats, plot, events, trace) for the lab."""
     lab = magics.require_lab()
+    if not has_live_display(magics.shell):
+        raise UsageError("the panel is a widget and needs Jupyter (JupyterLab, Notebook, VS Code); here "
+                         "%balloon stats, %balloon info and %balloon watch show the same numbers as text")
     try:
         from ..widgets import BalloonPanel
     except ImportError as exc:
-        raise UsageError(f"%balloon panel needs ipywidgets and bqplot ({exc}); pip install balloonlab") from None
+        raise UsageError(f"the panel needs ipywidgets and bqplot: {exc} (pip install balloonlab)") from None
     # Re-running the cell replaces the panel: the old one (its thread, its subscription) is closed, not piled up.
     magics.close_panels(lab)
     panel = BalloonPanel(lab)
@@ -358,11 +330,11 @@ def _panel(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
 @subcommand("target")
 @magic_arguments(name="balloon target")
-@argument("size", help="the guest's new logical RAM size: 256M, 1.5G or bytes (268435456)")
+@argument("size", help="the guest's new logical RAM size: 256M, 1.5G or bytes (268435456; a bare number is bytes)")
 @_keep_doc
 def _target(magics: "BalloonMagics", args: argparse.Namespace) -> None:
     """Ask the guest to balloon to SIZE (QMP balloon); the guest driver moves `actual`, not QEMU."""
-    size = size_arg(args.size, "target")
+    size = parse_guest_size(args.size, "target")
     lab = magics.require_lab()
     lab.set_target(size)
     ram = lab.ram_size
@@ -384,16 +356,17 @@ def _info(magics: "BalloonMagics", args: argparse.Namespace) -> LabInfo:
 @_keep_doc
 def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
     """Move an emulated lab's virtual clock forward (every timer due meanwhile fires, in order)."""
-    seconds = duration_arg(args.duration)
+    seconds = parse_duration(args.duration)
     lab = magics.require_lab()
-    if lab.backend != "emulated":
-        raise UsageError(f"%balloon advance: this lab is {lab.backend}; only an emulated lab has a virtual clock "
-                         "(%balloon emulate --clock virtual)")
     try:
-        lab.advance(seconds)
+        lab.advance(seconds)  # an emulated lab, or a `balloonlab emulate --clock virtual` socket
     except VirtualClockRequiredError:
-        raise UsageError("%balloon advance: this emulated lab runs on the real clock; start one with "
-                         "%balloon emulate --clock virtual") from None
+        if lab.backend == "emulated":
+            raise UsageError("this emulated lab runs on the real clock (start one with "
+                             "%balloon emulate --clock virtual)") from None
+        socket = "run `balloonlab emulate --clock virtual` and connect to it, or " if lab.backend == "connected" else ""
+        raise UsageError(f"this lab is {lab.backend}; only an emulated lab has a virtual clock ({socket}use "
+                         "%balloon emulate --clock virtual)") from None
     print(f"advanced {format_duration(seconds)}")
 
 
@@ -410,7 +383,7 @@ def _advance(magics: "BalloonMagics", args: argparse.Namespace) -> None:
 def _record(magics: "BalloonMagics", args: argparse.Namespace) -> None:
     """Record the current lab (every QMP exchange, event and report) to FILE until --stop or %balloon close."""
     if args.stop and args.file:
-        raise UsageError("%balloon record: give a FILE to start recording, or --stop, not both")
+        raise UsageError("give a FILE to start recording, or --stop, not both")
     lab = magics.require_lab()
     if args.stop:
         recorders = lab.recorders
@@ -438,11 +411,11 @@ def _replay(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
     try:
         speed = float(args.speed)
     except ValueError:
-        raise UsageError(f"%balloon replay --speed: {args.speed!r} is not a number (e.g. 10)") from None
+        raise UsageError(f"--speed: {args.speed!r} is not a number (e.g. 10)") from None
     if not 0 < speed < float("inf"):
-        raise UsageError(f"%balloon replay --speed: must be a positive number, not {args.speed}")
+        raise UsageError(f"--speed: must be a positive number, not {args.speed}")
     if args.clock == "virtual" and speed != 1:
-        raise UsageError("%balloon replay: --speed needs --clock real (on the virtual clock, %balloon advance "
+        raise UsageError("--speed needs --clock real (on the virtual clock, %balloon advance "
                          "sets the pace)")
     from ..client.replay import replay
 
@@ -450,9 +423,84 @@ def _replay(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# ballooning policies on real VMs (balloonlab.policy)
+
+_BUILTIN_POLICIES = ("mom", "proxmox", "none")
 
 
-def _interval_words(seconds: int) -> str:
+@subcommand("policy")
+@magic_arguments(name="balloon policy")
+@argument("action", choices=("start", "stop", "status"), metavar="ACTION", help="start, stop or status")
+@argument("policy", nargs="?", default=None,
+          help="start: mom, proxmox, none, or a variable holding a balloonlab.policy.Policy")
+@argument("--on", default=None, metavar="NAME",
+          help="a variable holding the VMs: a list of labs or a host (default: the current host, else the current lab)")
+@argument("--tick", default="10s", help="how often the policy decides (default 10s)")
+@argument("--duration", default=None, help="stop after this long (default: until %%balloon policy stop)")
+@argument("--apply", action="store_true", help="set the targets (default: a dry run that only records them)")
+@_keep_doc
+def _policy(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
+    """Run a ballooning policy on the VMs in the background (a dry run unless --apply); stop it; show its status."""
+    current = magics.policy_run
+    if args.action == "status":
+        print(current.status() if current is not None else "no policy has run on real time in this shell "
+              "(a simulated run returns its result)")
+        return None
+    if args.action == "stop":
+        if current is None or not current.running:
+            print("no policy is running")
+            return None
+        current.stop()
+        print(current.status())
+        return current
+    from ..policy import LivePolicyRun, MomPolicy, NoPolicy, Policy, ProxmoxPolicy, run
+
+    if current is not None and current.running:
+        raise UsageError("%balloon policy start: a policy is already running; %balloon policy stop first")
+    tick, duration = _duration_of("tick", args.tick), None
+    if args.duration is not None:
+        duration = _duration_of("duration", args.duration)
+    name = args.policy
+    builtin = {"mom": MomPolicy, "proxmox": ProxmoxPolicy, "none": NoPolicy}
+    if name is None:
+        raise UsageError(f"%balloon policy start: which policy? {', '.join(_BUILTIN_POLICIES)} or a variable")
+    if name in builtin:
+        policy = builtin[name]()
+    else:
+        policy = magics.user_ns.get(name)
+        if not isinstance(policy, Policy):
+            raise UsageError(f"%balloon policy start: {name!r} is not {', '.join(_BUILTIN_POLICIES)} nor a variable "
+                             f"holding a balloonlab.policy.Policy")
+    if args.on is None:
+        host = magics.host
+        vms: Any = host if host is not None and not host.closed else [magics.require_lab()]
+    elif args.on in magics.user_ns:
+        vms = magics.user_ns[args.on]
+    else:
+        raise UsageError(f"%balloon policy start: no variable named {args.on!r}")
+    result = run(vms, policy, duration=duration, tick=tick, dry_run=not args.apply)
+    if isinstance(result, LivePolicyRun):
+        magics.policy_run = result
+        mode = "applying targets" if args.apply else "dry run: decisions are recorded, not applied"
+        print(f"{policy.label} runs every {format_duration(tick)} in the background ({mode}); "
+              "%balloon policy status shows its decisions")
+    return result
+
+
+def _duration_of(what: str, text: str) -> float:
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise UsageError(f"%balloon policy: --{what}: {exc}") from None
+    if not value > 0:
+        raise UsageError(f"%balloon policy: --{what} must be more than 0 s, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def interval_words(seconds: int) -> str:
     if seconds == 0:
         return "polling off (interval 0)"
     return f"polling every {seconds} s" + (f" ({format_duration(seconds)})" if seconds >= 60 else "")

@@ -107,6 +107,15 @@ class StatsView:
         )
 
 
+def has_live_display(shell: Any) -> bool:
+    """True when the shell's display publisher understands ``update_display_data`` and widgets (a Jupyter
+    kernel, a capture).  Terminal IPython's base publisher would print a text form instead (a widget's repr,
+    or a watch's text from a background thread): never that."""
+    from IPython.core.displaypub import DisplayPublisher
+
+    return type(shell.display_pub).publish is not DisplayPublisher.publish
+
+
 class StatsWatch:
     """Shows ``lab``'s stats in the current cell's output and keeps that output up to date until :meth:`stop`.
 
@@ -189,13 +198,8 @@ class StatsWatch:
 
     @property
     def live_capable(self) -> bool:
-        """True when the shell's display publisher understands ``update_display_data`` (a kernel, a capture).
-
-        IPython's base publisher would print the text form instead, from a background thread: never that.
-        """
-        from IPython.core.displaypub import DisplayPublisher
-
-        return type(self.shell.display_pub).publish is not DisplayPublisher.publish
+        """True when the shell's display publisher understands ``update_display_data`` (see has_live_display)."""
+        return has_live_display(self.shell)
 
     def view(self) -> StatsView:
         with self._lock:

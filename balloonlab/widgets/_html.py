@@ -24,6 +24,8 @@ STYLE = """<style>
 .balloonlab-panel th { border-bottom: 1px solid var(--jp-border-color1, #bdbdbd); }
 .balloonlab-panel td.name, .balloonlab-panel th.name { text-align: left; }
 .balloonlab-panel td.mono { font-family: var(--jp-code-font-family, monospace); }
+.balloonlab-panel td.meaning, .balloonlab-panel th.meaning { text-align: left; white-space: normal; min-width: 14em; }
+.balloonlab-panel .balloonlab-stats-box { min-width: 0; max-width: 100%; flex: 1 1 40em; }
 .balloonlab-panel tr.unset td { color: var(--jp-ui-font-color2, #757575); }
 .balloonlab-panel tr.ignored td { color: var(--jp-ui-font-color2, #757575); text-decoration: line-through; }
 .balloonlab-panel .balloonlab-events-list { max-height: 16em; overflow-y: auto; }

@@ -56,7 +56,12 @@ class BalloonPanel(LiveView):
 
     Public parts: ``interval_slider`` and ``target_slider`` (ipywidgets ``IntSlider``), ``stats_table``,
     ``last_update``, ``doctor``, ``plot``, ``events``, ``virtqueue`` (None unless the lab is emulated),
-    ``status_line``.  :meth:`close` unsubscribes from the lab and closes every widget the panel made.
+    ``status_line``.
+
+    The panel outlives its lab: when the lab is closed (``lab.close()``, ``%balloon close``) the panel freezes
+    (:meth:`freeze`): it stops following, keeps its last stats, plot and events on screen, disables the sliders
+    and says the lab is closed, so a notebook run with Run All and saved still shows what happened.
+    :meth:`close` unsubscribes from the lab and closes every widget the panel made: the panel disappears.
     """
 
     max_points = Int(600, help="Reports kept in the plot's window (older ones drop out).")
@@ -76,6 +81,7 @@ class BalloonPanel(LiveView):
         self.lab = lab
         self.add_class("balloonlab-panel")
         self._closed = False
+        self._frozen = False
         self._virtual_clock = False
         self._device_time: float | None = None  # newest device-side timestamp seen (last-update, events)
         self._device_now: float | None = None  # a virtual clock's "now", as last read from the emulator
@@ -228,7 +234,7 @@ class BalloonPanel(LiveView):
 
     # -- the pump's thread ------------------------------------------------------------------------------------
     def _apply(self, updates: list[Any]) -> None:
-        if self._closed:
+        if self._closed or self._frozen:
             return
         new_stats = interval = actual = target = None
         disconnected: str | None = None
@@ -482,6 +488,9 @@ class BalloonPanel(LiveView):
                        f"{esc(self.status)}</span>")
 
     def _set_connected(self, connected: bool, reason: str = "") -> None:
+        if not connected and getattr(self.lab, "closed", False):
+            self.freeze(reason)  # closed for good: nothing more will come, keep what is shown
+            return
         self.connected = connected
         for slider in (self.interval_slider, self.target_slider):
             set_if_changed(slider, "disabled", not connected)
@@ -497,8 +506,13 @@ class BalloonPanel(LiveView):
             self.events.render()
             self._set_status(f"disconnected: {reason}", "error")
             # The last verdict ("healthy -- answered 1 s ago") would go on claiming a live guest: say why not.
-            again = ("this lab is closed for good: start a new one" if getattr(self.lab, "closed", False)
-                     else "lab.reconnect() connects again once QEMU is back")
+            vm = getattr(self.lab, "vm", None)
+            if getattr(self.lab, "closed", False):
+                again = "this lab is closed for good: start a new one"
+            elif vm is not None and not vm.alive:  # the QEMU this lab started is gone: nothing will come back
+                again = "the QEMU this lab started has ended: start a new lab with balloonlab.launch()"
+            else:
+                again = "lab.reconnect() connects again once QEMU is back"
             self.doctor.show(Diagnosis(
                 "disconnected", f"No connection to QEMU ({reason}): the stats shown are the last ones read, not "
                 f"live; {again}.", "error"))
@@ -540,3 +554,39 @@ class BalloonPanel(LiveView):
             "tick_cpu_ms": p.tick_cpu_seconds * 1e3,
             "tick_cpu_ms_per_tick": p.tick_cpu_seconds * 1e3 / p.ticks if p.ticks else 0.0,
         }
+
+    @property
+    def frozen(self) -> bool:
+        """True once the panel stopped following a closed lab (its widgets stay, showing the last state)."""
+        return self._frozen
+
+    def freeze(self, reason: str = "") -> None:
+        """Stop following the lab and keep the last state on screen: sliders disabled, status "closed".
+
+        Called when the lab is closed (from the panel's thread on the lab's last update, or by ``%balloon close``
+        on the cell's thread, so the cell that closes the lab ends with the panel already saying so).  Idempotent;
+        :meth:`close` still removes the panel.
+        """
+        if self._frozen or self._closed:
+            return
+        self._frozen = True
+        unsubscribe, self._unsubscribe = self._unsubscribe, None
+        if unsubscribe is not None:
+            unsubscribe()
+        self._pump.stop()  # from the pump's own thread this only marks it stopping
+        self.connected = False
+        for slider in (self.interval_slider, self.target_slider):
+            set_if_changed(slider, "disabled", True)
+        self.add_class("balloonlab-closed")
+        why = reason or "the lab was closed"
+        self.events.add_note(why, time.time(), kind="closed")
+        self.events.render()
+        self.doctor.show(Diagnosis(
+            "closed", "The lab is closed: the stats, plot and events shown are its last ones (start a new lab with "
+            "balloonlab.emulate(), connect() or launch()).", "info"))
+        self._set_status(f"closed: {why}; the numbers shown are the last ones read", "info")
+
+    def close(self) -> None:
+        """Remove the panel: unsubscribe, stop its thread, close every widget (a frozen panel too)."""
+        self._frozen = True
+        super().close()

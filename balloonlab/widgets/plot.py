@@ -58,9 +58,14 @@ class _Ring:
         return self.data[self.head - 1] if self.count else None
 
 
+#: The series drawn a second time, dashed, on top of the others: on a Linux guest free and available memory are
+#: often within a few MiB of each other, and the later line would hide the earlier one completely.
+DASHED = "free-memory"
+
+
 def _key_html() -> str:
-    lines = "".join(f"<span style='color:{colour}'>&#9473;&#9473; {label}</span>&nbsp;&nbsp; "
-                    for _key, label, colour in SERIES)
+    lines = "".join(f"<span style='color:{colour}'>{'&#9476;&#9476;' if key == DASHED else '&#9473;&#9473;'} "
+                    f"{label}</span>&nbsp;&nbsp; " for key, label, colour in SERIES)
     shapes = {"triangle-down": "&#9660;", "diamond": "&#9670;", "square": "&#9632;"}
     marks = "".join(f"<span style='color:{colour}'>{shapes[marker]} {label}</span>&nbsp;&nbsp; "
                     for label, marker, colour in MARKERS.values())
@@ -123,6 +128,13 @@ class MemoryPlot(widgets.VBox):
             x=empty, y=np.empty((len(SERIES), 0)), scales=scales, labels=[s[1] for s in SERIES],
             colors=[s[2] for s in SERIES], display_legend=False, stroke_width=1.5,
         )
+        dashed = next(i for i, s in enumerate(SERIES) if s[0] == DASHED)
+        self._dashed_row = dashed
+        #: ``DASHED`` again, dashed and on top, so that both it and a line right over it stay visible.
+        self.dashed_line = bqplot.Lines(
+            x=empty, y=np.array([]), scales=scales, labels=[SERIES[dashed][1]], colors=[SERIES[dashed][2]],
+            display_legend=False, stroke_width=2.0, line_style="dashed",
+        )
         self.markers = {
             kind: bqplot.Scatter(
                 x=empty, y=np.array([]), scales=scales, marker=marker, colors=[colour], labels=[label],
@@ -131,7 +143,7 @@ class MemoryPlot(widgets.VBox):
             for kind, (label, marker, colour) in MARKERS.items()
         }
         self.figure = bqplot.Figure(
-            marks=[self.lines, *self.markers.values()],
+            marks=[self.lines, self.dashed_line, *self.markers.values()],
             axes=[bqplot.Axis(scale=self.x_scale, label="time", tick_format=TIME_FORMAT,
                               tick_values=np.array([], dtype="datetime64[ms]")),
                   bqplot.Axis(scale=self.y_scale, side="left", label="MiB", tick_format=".0f")],
@@ -198,9 +210,11 @@ class MemoryPlot(widgets.VBox):
             return False
         self._dirty = False
         data = self._ring.ordered()
+        x, y = _dates(data[:, 0]), data[:, 1:].T.astype(np.float32)  # MiB: float32 is exact enough, half the bytes
         with self.lines.hold_sync():
-            self.lines.x = _dates(data[:, 0])
-            self.lines.y = data[:, 1:].T.astype(np.float32)  # MiB: float32 is exact enough, half the bytes
+            self.lines.x, self.lines.y = x, y
+        with self.dashed_line.hold_sync():
+            self.dashed_line.x, self.dashed_line.y = x, y[self._dashed_row]
         oldest = data[0, 0] if len(data) else -np.inf
         top = self.ram_size / MiB if self.ram_size else (np.nanmax(data[:, 1:]) if len(data) else 0.0)
         first, last = (data[0, 0], data[-1, 0]) if len(data) else (np.inf, -np.inf)

@@ -62,7 +62,7 @@ def _cells(key: str) -> _Cells:
         head=f"<tr data-stat='{name}'><td class='name'>{name}</td>",
         unset_head=f"<tr class='unset' data-stat='{name}'><td class='name'>{name}</td>",
         unit=f"<td class='name'>{info.unit if info else '?'}</td>",
-        meaning=f"<td class='name muted'>{esc(info.meaning) if info else ''}</td>",
+        meaning=f"<td class='meaning muted'>{esc(info.meaning) if info else ''}</td>",
     )
 
 
@@ -102,7 +102,7 @@ class StatsTable(widgets.HTML):
         if stats is None:
             return "<div class='muted'>no statistics read yet</div>"
         head = ("<tr><th class='name'>stat</th><th>value (wire)</th><th class='name'>unit</th><th>human</th>"
-                "<th>change</th>" + ("<th class='name'>meaning</th>" if self.show_meaning else "") + "</tr>")
+                "<th>change</th>" + ("<th class='meaning'>meaning</th>" if self.show_meaning else "") + "</tr>")
         rows = [head]
         before = self.previous or {}
         for key in sorted(stats, key=_row_order):

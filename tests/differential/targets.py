@@ -41,6 +41,8 @@ class VMSpec:
     #: which real QEMU: "host" (this machine's qemu-system-x86_64, 7.2 on Debian 12) or "debian13" (QEMU 10.0
     #: from the cached Debian 13 tree, balloonlab/live/debian_qemu.py)
     qemu: str = "host"
+    #: balloonlab-only options for the emulator side (e.g. ``("--single-client",)``); real QEMU gets none
+    emulator_args: tuple[str, ...] = ()
 
     @property
     def ram_size(self) -> int:
@@ -114,7 +116,8 @@ class EmulatedQEMU:
         args = spec.common_args() if qemu_args is None else qemu_args
         self.argv = [sys.executable, "-m", "balloonlab", "emulate",
                      "-qmp", f"unix:{self.socket_path},server=on,wait=off", *args,
-                     "--guest", "linux" if spec.guest else "nodriver", "--qemu-version", version]
+                     "--guest", "linux" if spec.guest else "nodriver", "--qemu-version", version,
+                     *spec.emulator_args]
         if spec.guest:
             self.argv += ["--guest-kernel", kernel or guest_kernel()]
         self._log = open(os.path.join(self._dir, "emulator.log"), "wb")
