@@ -61,12 +61,21 @@ class SharedSocketClient(BalloonClient):
 
     @contextlib.asynccontextmanager
     async def _session(self, timeout: float) -> AsyncIterator[None]:
-        """Hold the socket for the block: connect (waiting for the greeting while another client has it), close."""
+        """Hold the socket for the block: connect (waiting for the greeting while another client has it), close.
+
+        Waiting for our own previous call (the follower's read) counts against the same ``timeout``, so a busy
+        socket is reported as such before the lab's own deadline passes."""
         assert self._turn is not None
-        async with self._turn:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self._turn.acquire(), timeout)
+        except asyncio.TimeoutError:
+            raise self._refused(asyncio.TimeoutError(), timeout) from None
+        try:
             qmp = _QMP(self._on_event)
             try:
-                await asyncio.wait_for(qmp.connect(self.socket_path), timeout)
+                await asyncio.wait_for(qmp.connect(self.socket_path), max(0.01, deadline - loop.time()))
             except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
                 await self._discard(qmp)
                 raise self._refused(exc, timeout) from None
@@ -78,6 +87,8 @@ class SharedSocketClient(BalloonClient):
                 _inside.reset(token)
                 self._qmp = None
                 await self._discard(qmp)
+        finally:
+            self._turn.release()
 
     def _refused(self, exc: BaseException, timeout: float) -> BalloonDisconnectedError:
         if not os.path.exists(self.socket_path):

@@ -137,10 +137,10 @@ def _connect(magics: "BalloonMagics", args: argparse.Namespace) -> Any:
 
     if "://" in args.path:
         if args.domain is None:
-            raise UsageError(f"%balloon connect: name the VM: %balloon connect {args.path} DOMAIN")
+            raise UsageError(f"name the VM: %balloon connect {args.path} DOMAIN")
         return magics.start_lab(lambda: connect(args.path, domain=args.domain))
     if args.domain is not None:
-        raise UsageError(f"%balloon connect: {args.domain!r}: a domain goes with a libvirt URI (qemu:///system), "
+        raise UsageError(f"{args.domain!r}: a domain goes with a libvirt URI (qemu:///system), "
                          "not with a QMP socket")
     path = os.path.expanduser(args.path)
     if not os.path.exists(path):
