@@ -34,7 +34,6 @@ def actual_shown(lab, index: int) -> str:
 
 
 def test_fleet_panel_shows_four_vms_and_moves_one_vms_target(lab_page) -> None:
-    pytest.importorskip("balloonlab.widgets")
     lab = lab_page
     lab.server.write_notebook("fleet/fleet.ipynb", FLEET_NOTEBOOK)
     lab.open_notebook("fleet/fleet.ipynb")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.jupyter import child_pids, free_port
+from tests.fixtures.requirements import require
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -84,7 +85,7 @@ def _status_without_token(url: str) -> int:
 @pytest.fixture
 def chromium_page(chromium):
     """A page in the shared headless Chromium (tests/fixtures/jupyter.py), closed after the test."""
-    pytest.importorskip("voila")
+    require("voila")
     page = chromium.new_page()
     page.set_viewport_size({"width": 1200, "height": 1600})
     yield page

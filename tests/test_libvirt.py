@@ -271,7 +271,8 @@ def test_a_libvirt_uri_without_a_domain_is_refused():
 
 # Magics in a real kernel ------------------------------------------------------------------------------------------
 def test_balloon_connect_and_fleet_magics_in_a_kernel(web1, tmp_path):
-    nbclient = pytest.importorskip("nbclient")
+    import nbclient
+
     from tests.fixtures.jupyter import make_notebook
 
     nb = make_notebook([
@@ -304,9 +305,10 @@ def test_balloon_connect_and_fleet_magics_in_a_kernel(web1, tmp_path):
 
 
 def test_the_operators_notebook_runs_against_a_real_libvirt_host(web1, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     from pathlib import Path
+
+    import nbclient
+    import nbformat
 
     monkeypatch.setenv("BALLOONLAB_LIBVIRT_URI", web1.uri)  # the kernel inherits it
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
