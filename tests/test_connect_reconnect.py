@@ -12,6 +12,7 @@ import pytest
 
 import balloonlab
 from balloonlab import BalloonDisconnectedError
+from balloonlab.errors import NoBalloonDeviceError
 
 
 def test_connect_waits_for_a_socket_that_appears_within_its_timeout() -> None:
@@ -65,6 +66,23 @@ def test_a_failed_reconnect_keeps_the_working_connection() -> None:
         assert "no QMP greeting within 1 s" in str(info.value)
         assert "The current connection is kept: it still works" in str(info.value)
         assert lab._client._qmp is before and lab.connected
+        lab.polling_interval = 3
+        assert lab.polling_interval == 3
+
+
+@pytest.mark.qemu
+def test_a_reconnect_that_fails_after_the_greeting_keeps_the_connection_and_what_it_knew(start_vm, tmp_path) -> None:
+    """The new connection greets, then fails half-way through the basics (the socket's path now leads to a real
+    QEMU without a balloon): the lab goes on over the connection it had, with the device it knew."""
+    bare = start_vm(guest=False, balloon_id=None)
+    path = str(tmp_path / "qmp.sock")
+    with balloonlab.emulate(clock="virtual", socket_path=path) as lab:
+        before, device, devices = lab._client._qmp, lab.device_path, list(lab._client.devices)
+        os.replace(bare.qmp_socket, path)  # the lab's own connection is a file descriptor: it stays open
+        with pytest.raises(NoBalloonDeviceError):
+            lab.reconnect(timeout=5)
+        assert lab.connected and lab._client._qmp is before
+        assert lab.device_path == device and lab._client.devices == devices
         lab.polling_interval = 3
         assert lab.polling_interval == 3
 

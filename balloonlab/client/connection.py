@@ -92,6 +92,10 @@ class ExchangeTap(Protocol):
         """A QMP event, as on the wire."""
 
 
+#: What ``_read_basics`` learns about the VM, put back when a reconnect's new connection fails half-way.
+_BASICS = ("greeting", "qemu_version", "commands", "device_path", "devices", "ram_size")
+
+
 class _QMP(QMPClient):
     """QMPClient that hands events to one callback instead of queueing them in unbounded listeners."""
 
@@ -230,7 +234,11 @@ class BalloonClient:
         return self.exit_cause() if self.exit_cause is not None else None
 
     async def _switch_to(self, qmp: _QMP) -> None:
+        """Make ``qmp`` the lab's connection once it has read the basics; until then the old one is kept, so a
+        new connection that fails (no balloon there, no answer) costs a working lab nothing."""
         old = self._qmp
+        keep = old if old is not None and old is not qmp and self.connected else None
+        known = {name: getattr(self, name) for name in _BASICS}
         self._closing = False
         self._replaying = False
         self._qmp = qmp  # from here the old connection's monitor stays silent (it is no longer self._qmp)
@@ -239,15 +247,21 @@ class BalloonClient:
         if self._wake is None:
             self._wake = asyncio.Event()
         _loop.spawn(self._monitor(qmp), "balloonlab-monitor")
-        if old is not None and old is not qmp:
-            await self._discard(old)
         try:
             await self._read_basics()
             if self._demand():
                 await self.read_stats()  # history and subscribers start from the stats found on connecting
         except BaseException:
-            await self.disconnect()
+            if keep is not None and keep.runstate == Runstate.RUNNING and self._qmp is qmp:
+                self._qmp = keep  # back to the connection that works, and what it said; the new one goes
+                for name, value in known.items():
+                    setattr(self, name, value)
+                await self._discard(qmp)
+            else:
+                await self.disconnect()
             raise
+        if old is not None and old is not qmp:
+            await self._discard(old)
         self._update_follower()
 
     async def _read_basics(self) -> None:
