@@ -15,6 +15,7 @@ import pytest
 
 import balloonlab
 from balloonlab.errors import BalloonDisconnectedError
+from balloonlab.client import loop as _loop
 from tests.fixtures.qemu import qmp_run
 from tests.helpers import clean_loop, wait_until  # noqa: F401  (clean_loop: autouse)
 
@@ -88,6 +89,55 @@ def test_a_shared_lab_waits_while_the_manager_holds_the_socket_then_works(vm):
             manager.close()
         assert lab.polling_interval == 0
         assert lab.connected
+    finally:
+        lab.close()
+
+
+def _held_by_a_manager(path: str) -> socket.socket:
+    """A second client that QEMU now serves (it has the greeting): the lab waits its turn until it closes."""
+    manager = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    manager.connect(path)
+    assert b'"QMP"' in manager.recv(4096)
+    return manager
+
+
+def test_a_failed_reconnect_keeps_a_working_shared_lab(vm):
+    path = str(vm.qmp_socket)
+    lab = balloonlab.connect(path, exclusive=False, timeout=2)
+    try:
+        lab.polling_interval = 2
+        manager = _held_by_a_manager(path)
+        try:
+            with pytest.raises(BalloonDisconnectedError, match="holds the socket"):
+                lab.reconnect(timeout=1)
+            assert lab.connected
+        finally:
+            manager.close()
+        assert lab.polling_interval == 2
+    finally:
+        lab.close()
+
+
+def test_a_disconnect_while_a_shared_call_waits_ends_that_call_cleanly(vm):
+    """The call holds the lab's turn while it waits for the greeting; the disconnect meanwhile replaces the turn.
+    The call must end as a disconnected call (not an error of balloonlab's own) and release what it took."""
+    path = str(vm.qmp_socket)
+    lab = balloonlab.connect(path, exclusive=False, timeout=10)
+    client = lab._client
+    try:
+        manager = _held_by_a_manager(path)
+        try:
+            turn = client._turn
+            call = _loop.submit(client.execute("query-status"))
+            assert wait_until(lambda: turn.locked(), timeout=10)
+            _loop.run(client.disconnect(), 10)
+        finally:
+            manager.close()
+        with pytest.raises(BalloonDisconnectedError):
+            call.result(timeout=20)
+        assert not turn.locked()
+        lab.reconnect(timeout=5)
+        assert lab.polling_interval == 0
     finally:
         lab.close()
 

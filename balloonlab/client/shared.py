@@ -64,14 +64,16 @@ class SharedSocketClient(BalloonClient):
         """Hold the socket for the block: connect (waiting for the greeting while another client has it), close.
 
         Waiting for our own previous call (the follower's read) counts against the same ``timeout``, so a busy
-        socket is reported as such before the lab's own deadline passes."""
-        assert self._turn is not None
+        socket is reported as such before the lab's own deadline passes.  The lock is kept in a local: a
+        ``disconnect()`` or ``reconnect()`` meanwhile replaces ``self._turn``, and the session must release the
+        lock it took, not whichever is current."""
+        turn = self._turn
+        if turn is None:
+            raise BalloonDisconnectedError(self.disconnected_message())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
-            await asyncio.wait_for(self._turn.acquire(), timeout)
-        except asyncio.TimeoutError:
-            raise self._refused(asyncio.TimeoutError(), timeout) from None
+        if not await _take(turn, timeout):
+            raise self._refused(asyncio.TimeoutError(), timeout)
         try:
             qmp = _QMP(self._on_event)
             try:
@@ -79,16 +81,17 @@ class SharedSocketClient(BalloonClient):
             except (ConnectError, OSError, EOFError, asyncio.TimeoutError) as exc:
                 await self._discard(qmp)
                 raise self._refused(exc, timeout) from None
-            self._qmp = qmp
+            previous, self._qmp = self._qmp, qmp
             token = _inside.set(True)
             try:
                 yield
             finally:
                 _inside.reset(token)
-                self._qmp = None
+                if self._qmp is qmp:
+                    self._qmp = previous
                 await self._discard(qmp)
         finally:
-            self._turn.release()
+            turn.release()
 
     def _refused(self, exc: BaseException, timeout: float) -> BalloonDisconnectedError:
         if not os.path.exists(self.socket_path):
@@ -117,13 +120,41 @@ class SharedSocketClient(BalloonClient):
         return max(SLOWEST, float(self.interval or 0))
 
     async def reconnect(self, timeout: float = 5.0) -> None:
-        """Nothing is held between calls: reconnecting is reading the basics again in one short session."""
-        await self.disconnect()
-        await self.connect(timeout)
+        """Nothing is held between calls: reconnecting is reading the basics again in one short session.  Until
+        that session has read them the lab stays as it was, so a failed attempt costs a working lab nothing."""
+        if not self._connected:
+            await self.connect(timeout)
+            return
+        async with self._session(timeout):
+            await self._read_basics()
+        self._update_follower()
 
     async def disconnect(self, notify: str | None = None) -> None:
         await super().disconnect(notify)
         self._turn = None
+
+
+async def _take(lock: asyncio.Lock, timeout: float) -> bool:
+    """Acquire ``lock`` within ``timeout`` s; False when the time ran out (then it is not held).
+
+    Why not ``wait_for(lock.acquire(), timeout)``: on Python 3.10 and 3.11 a timeout that races the grant can leave
+    the lock taken by a caller that was told it timed out, and no one ever releases it.  Here the acquisition is a
+    task of its own; one abandoned (timed out, or its waiter cancelled) gives the lock back if it got it."""
+    acquiring = asyncio.ensure_future(lock.acquire())
+    try:
+        done, _ = await asyncio.wait({acquiring}, timeout=timeout)
+    except BaseException:
+        _abandon(lock, acquiring)
+        raise
+    if acquiring in done:
+        return True
+    _abandon(lock, acquiring)
+    return False
+
+
+def _abandon(lock: asyncio.Lock, acquiring: asyncio.Future) -> None:
+    acquiring.cancel()  # no effect once it has the lock: the callback below gives that back
+    acquiring.add_done_callback(lambda task: None if task.cancelled() or task.exception() else lock.release())
 
 
 __all__ = ["SharedSocketClient"]
