@@ -114,6 +114,8 @@ class LibvirtHost:
         self.conn = conn
         self.timeout = timeout
         self._pool = _pool()
+        self._pool_closed = False
+        self._reopen_lock = threading.Lock()
         self._listeners: dict[str, list[Listener]] = {}
         self._lock = threading.Lock()
         self._callbacks: list[int] = []
@@ -131,13 +133,20 @@ class LibvirtHost:
         return cls(uri, conn, timeout)
 
     def reopen(self) -> None:
-        """Open the same URI again (libvirtd restarted, the network came back); the listeners carry over."""
+        """Open the same URI again (libvirtd restarted, the network came back); the listeners carry over.
+
+        The labs of a fleet share this host, and several may find it lost at once: the first reopens it, the
+        others find it open (the lock).  The thread pool is kept, so their calls in flight are not refused."""
         libvirt = require_libvirt()
-        self.disconnect()
-        self.conn = _open_with_timeout(libvirt, _no_tty(self._uri), self.timeout)
-        self.closed_reason = None
-        self._pool = _pool()
-        self._register_events()
+        with self._reopen_lock:
+            if self.alive:
+                return
+            self._drop_connection()
+            self.conn = _open_with_timeout(libvirt, _no_tty(self._uri), self.timeout)
+            self.closed_reason = None
+            if self._pool_closed:  # disconnect() ended the threads too
+                self._pool, self._pool_closed = _pool(), False
+            self._register_events()
 
     @property
     def alive(self) -> bool:
@@ -155,7 +164,12 @@ class LibvirtHost:
         loop = asyncio.get_running_loop()
         timeout = self.timeout if timeout is None else timeout
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._pool, functools.partial(fn, *args)), timeout)
+            running = loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        except RuntimeError:  # the pool is shut down: disconnect() or close() ended this host's connection
+            raise BalloonDisconnectedError(
+                f"the libvirt connection to {self.uri} is closed; call lab.reconnect() to open it again") from None
+        try:
+            return await asyncio.wait_for(running, timeout)
         except asyncio.TimeoutError:
             raise BalloonDisconnectedError(
                 f"libvirt at {self.uri} did not answer within {timeout:g} s (host unreachable or libvirtd stuck?); "
@@ -266,9 +280,11 @@ class LibvirtHost:
 
     def disconnect(self) -> None:
         """Close the connection and its threads (idempotent); :meth:`reopen` opens it again."""
-        self.closed_reason = self.closed_reason or "closed by balloonlab"
-        self._drop_connection()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._reopen_lock:
+            self.closed_reason = self.closed_reason or "closed by balloonlab"
+            self._drop_connection()
+            self._pool_closed = True
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     close = disconnect
 
@@ -286,7 +302,8 @@ def _open_with_timeout(libvirt: ModuleType, uri: str, timeout: float) -> Any:
     shown = redact_uri(uri)
     result: dict[str, Any] = {}
     done = threading.Event()
-    abandoned = threading.Event()
+    decided = threading.Lock()  # the caller giving up and a connection arriving: one of them decides, never both
+    abandoned = False
 
     def refuse(_creds: Any, _opaque: Any) -> int:
         return -1  # never ask anyone for a password; never hold one
@@ -298,16 +315,24 @@ def _open_with_timeout(libvirt: ModuleType, uri: str, timeout: float) -> Any:
         try:
             conn = libvirt.openAuth(uri, auth, 0)
         except Exception as exc:
-            result["error"] = exc
-        else:
-            if abandoned.is_set():
-                conn.close()
-            result["conn"] = conn
-        done.set()
+            with decided:
+                result["error"] = exc
+                done.set()
+            return
+        with decided:
+            late = abandoned
+            if not late:
+                result["conn"] = conn
+            done.set()
+        if late:
+            conn.close()  # nobody waits for it any more
 
     threading.Thread(target=opener, name="balloonlab-libvirt-open", daemon=True).start()
-    if not done.wait(timeout):
-        abandoned.set()
+    done.wait(timeout)
+    with decided:
+        if not done.is_set():
+            abandoned = True
+    if abandoned:
         raise BalloonDisconnectedError(
             f"no answer from libvirt at {shown} within {timeout:g} s: is the host reachable (ssh, firewall)? "
             f"{START_HINT}")
