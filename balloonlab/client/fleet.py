@@ -11,13 +11,16 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 import difflib
 import time
-from typing import Any, Callable, Iterator, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 
+from . import loop as _loop
 from .balloon import Balloon
 from .host import HostUsage, subscribe_labs
 from .libvirt_client import LibvirtClient
 from .libvirt_host import LibvirtHost, require_libvirt
 from ..errors import BalloonError, InvalidValueError, UnknownVMError
+
+T = TypeVar("T")
 
 
 class Fleet:
@@ -39,18 +42,37 @@ class Fleet:
             raise
 
     def refresh(self) -> None:
-        """Look for domains started since (labs already open are kept; domains that went away are dropped)."""
+        """Look for domains started since (labs that still work are kept; domains that went away are dropped).
+
+        A dropped lab is closed (its listeners and follower go with it), so a domain started again under the same
+        name is found anew.  Every libvirt call goes through the host's threads, with the fleet's timeout and
+        libvirt's errors in balloonlab's terms; a host that cannot be asked is listed in ``skipped``."""
         libvirt = require_libvirt()
-        known = {(lab._client.host, lab._client.domain_name) for lab in self.vms  # type: ignore[attr-defined]
-                 if not lab.closed}
-        self.vms = [lab for lab in self.vms if not lab.closed and lab.connected]
+        keep = [lab for lab in self.vms if not lab.closed and lab.connected]
+        for lab in self.vms:
+            if lab not in keep:
+                lab.close()
+        self.vms = keep
+        known = {(lab._client.host, lab._client.domain_name) for lab in keep}  # type: ignore[attr-defined]
         self.skipped = {}
         for host in self.hosts:
-            for dom in host.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-                name = dom.name()
-                if (host, name) in known:
+            try:
+                if not host.alive:
+                    host.reopen()
+                found = self._run(host, host.conn.listAllDomains, libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+            except BalloonError as exc:
+                self.skipped[host.uri] = str(exc)
+                continue
+            for dom in found:
+                try:
+                    name = self._run(host, dom.name)
+                    if (host, name) in known:
+                        continue
+                    xml = self._run(host, dom.XMLDesc, 0, domain=name)
+                except BalloonError as exc:  # gone between the listing and the look (or the host went quiet)
+                    self.skipped[f"{host.uri}/{dom.UUIDString()}"] = str(exc)
                     continue
-                balloon = ET.fromstring(dom.XMLDesc(0)).find("./devices/memballoon")
+                balloon = ET.fromstring(xml).find("./devices/memballoon")
                 if balloon is None or balloon.get("model") in (None, "none"):
                     self.skipped[f"{host.uri}/{name}"] = "no balloon device"
                     continue
@@ -60,6 +82,10 @@ class Fleet:
                                             client=client, name=name))
                 except BalloonError as exc:
                     self.skipped[f"{host.uri}/{name}"] = str(exc)
+
+    def _run(self, host: LibvirtHost, fn: Callable[..., T], *args: Any, domain: str | None = None) -> T:
+        """One blocking libvirt call, as the labs make theirs (``LibvirtHost.call``): bounded, errors translated."""
+        return _loop.run(host.call(fn, *args, domain=domain, timeout=self.timeout), self.timeout + 5.0)
 
     @property
     def names(self) -> list[str]:

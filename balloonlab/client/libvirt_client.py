@@ -95,6 +95,21 @@ class LibvirtClient(BalloonClient):
         self._closing = False
         if not self.host.alive:
             await asyncio.get_running_loop().run_in_executor(None, self.host.reopen)
+        await self._attach()
+
+    async def reconnect(self, timeout: float = 5.0) -> None:
+        """Look the domain up again, on a new libvirt connection where the old one is gone (libvirtd restarted).
+
+        A lab that works keeps working when the look-up fails: the domain is found and checked first, and only
+        then replaces the one the lab had (the README's promise for every backend)."""
+        if not self.connected:
+            await self.disconnect()
+            await self.connect(timeout)
+            return
+        await self._attach()
+
+    async def _attach(self) -> None:
+        """Find the domain, check it, and only then make it the lab's (its events replacing the old ones')."""
         libvirt = require_libvirt()
         dom = await self._call(self._lookup)
         state, _reason = await self._call(dom.state)
@@ -110,19 +125,26 @@ class LibvirtClient(BalloonClient):
                 "</memballoon> to its <devices> (virsh edit) and restart it.")
         alias_element = balloon.find("alias")
         alias = (alias_element.get("name") if alias_element is not None else None) or "balloon0"
+        version = await self._call(self.host.conn.getVersion)
+        ram_size = int(await self._call(dom.maxMemory)) * 1024
+        uuid = await self._call(dom.UUIDString)
+        # Everything checked: from here the lab is this domain's.
         # libvirt's -device id is the alias: QEMU has the balloon where a QMP lab would find it.
         self.device_path = f"/machine/peripheral/{alias}"
         self.devices = [self.device_path]
-        version = await self._call(self.host.conn.getVersion)
         self.qemu_version = f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
-        self.ram_size = int(await self._call(dom.maxMemory)) * 1024
+        self.ram_size = ram_size
         self._dom = dom
         self._observe_interval(self._period(xml))
         self._connected = True
+        self._closing = False
         self.disconnect_reason = None
-        self._wake = asyncio.Event()
-        self._stop_listening = self.host.listen(
-            await self._call(dom.UUIDString), lambda kind, data: _loop.call_soon(self._on_libvirt, kind, data))
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        stop_old, self._stop_listening = self._stop_listening, self.host.listen(
+            uuid, lambda kind, data: _loop.call_soon(self._on_libvirt, kind, data))
+        if stop_old is not None:
+            stop_old()
         try:
             await self.read_run_state()
             await self.read_actual()
@@ -131,11 +153,6 @@ class LibvirtClient(BalloonClient):
             raise
         self._refresh_meta = False
         self._update_follower()
-
-    async def reconnect(self, timeout: float = 5.0) -> None:
-        """Look the domain up again, on a new libvirt connection where the old one is gone (libvirtd restarted)."""
-        await self.disconnect()
-        await self.connect(timeout)
 
     def _lookup(self) -> Any:
         libvirt = require_libvirt()
