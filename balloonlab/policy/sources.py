@@ -1,5 +1,6 @@
 """Where a run reads its views and sends its targets: an emulated host (one read of its model per tick) or a set of
-labs (QMP per VM, this machine's ``/proc/meminfo`` for the host).  Both give the policy the same :class:`View`."""
+labs (QMP per VM, this machine's ``/proc/meminfo`` for the host), or a libvirt fleet (its labs, and its hosts' own
+memory from libvirt).  Each gives the policy the same :class:`View`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..client.balloon import Balloon
+from ..client.fleet import Fleet
 from ..client.host import Host, HostUsage
 from ..errors import BalloonError, InvalidValueError
 from .view import HostView, View, VMView
@@ -111,7 +113,27 @@ class FleetSource(Source):
             actual = lab.actual
             # a QEMU that did not say its RAM size: its balloon at rest is the best guess
             vms[name] = VMView(name, actual, lab.ram_size or actual, rss, lab.target, stats=lab.stats())
-        return View(tick=tick, time=time, host=_this_host(), vms=vms)
+        return View(tick=tick, time=time, host=self._host(), vms=vms)
+
+    def _host(self) -> HostView:
+        return _this_host()
+
+
+class LibvirtFleetSource(FleetSource):
+    """A libvirt fleet (``balloonlab.fleet``): its labs read as any labs, but the host is the fleet's own hosts as
+    libvirt's node memory stats report them (``Fleet.usage()``), not this machine: a fleet's hosts may be remote."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        super().__init__(fleet.vms)
+        self.fleet = fleet
+        self._usage: HostUsage | None = None
+
+    def _host(self) -> HostView:
+        usage = self._usage = self.fleet.usage()
+        return HostView(memory=usage.total, free=usage.free, used=usage.used, swap_used=usage.swap_used)
+
+    def usage(self) -> HostUsage | None:
+        return self._usage
 
 
 def _this_host() -> HostView:
@@ -127,9 +149,11 @@ def _this_host() -> HostView:
 
 
 def source_for(target: object) -> Source:
-    """The source for what ``run`` was given: a Host, one lab, or an iterable of labs."""
+    """The source for what ``run`` was given: a Host, a libvirt Fleet, one lab, or an iterable of labs."""
     if isinstance(target, Host):
         return HostSource(target)
+    if isinstance(target, Fleet):
+        return LibvirtFleetSource(target)
     if isinstance(target, Balloon):
         return FleetSource([target])
     if isinstance(target, Iterable) and not isinstance(target, (str, bytes)):
