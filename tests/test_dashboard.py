@@ -137,6 +137,8 @@ def test_without_a_uri_the_dashboard_shows_emulated_vms(chromium_page, tmp_path)
         for name in ("vm0", "vm1", "vm2"):
             page.locator(".balloonlab-fleet-row", has_text=name).wait_for(timeout=30_000)
         assert page.locator("text=Error displaying widget").count() == 0
+        # read-only without --allow-changes: anyone with the token sees the page, nobody moves a target from it
+        assert page.locator(".balloonlab-fleet-row .widget-slider [disabled]").count() == 3
         assert dashboard.interrupt() == 0
     finally:
         dashboard.kill()

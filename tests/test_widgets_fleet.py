@@ -80,3 +80,28 @@ def test_closing_the_panel_stops_its_thread_and_leaves_the_host_running(fleet):
     panel.close()
     assert panel.closed and not panel._pump._thread.is_alive()
     assert host.usage().total == 3 << 30
+
+
+def test_the_dashboards_panel_only_shows_and_refuses_a_target_sent_anyway():
+    """Anyone with the dashboard's token sees its page: its sliders are disabled, and a target the browser sends
+    anyway (a hand-made comm message) changes nothing on the VM.  ``--allow-changes`` gives the usual panel."""
+    from balloonlab.widgets.dashboard import dashboard_view
+
+    host = balloonlab.emulate_host(memory="2G", vms=2, vm_memory="1G", workloads="steady")
+    panel = dashboard_view(host)
+    try:
+        assert all(slider.disabled for slider in panel.target_sliders.values())
+        front_end_sets(panel.target_sliders["vm1"], value=600)
+        wait_for(lambda: panel.wait_idle() and "vm1: target 600 MiB not set" in panel.status_line.value,
+                 "the refusal")
+        host.advance("5s")
+        assert host["vm1"].target is None and host["vm1"].actual == 1024 * MiB
+        assert panel.target_sliders["vm1"].value == 1024
+    finally:
+        panel.close()
+    changing = dashboard_view(host, allow_changes=True)
+    try:
+        assert not any(slider.disabled for slider in changing.target_sliders.values())
+    finally:
+        changing.close()
+        host.close()

@@ -33,21 +33,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ip", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only; use an ssh tunnel to reach it)")
     p.add_argument("--token", default=None, help="the access token (default: a new random one)")
+    p.add_argument("--allow-changes", action="store_true",
+                   help="let the page move the VMs' balloon targets (default: it only shows them; anyone with the "
+                        "token could otherwise change operators' VMs)")
     p.add_argument("--no-browser", action="store_true", help="accepted for symmetry with jupyter; never opens one")
     return p
 
 
-def notebook_cell(uris: Sequence[str]) -> str:
+def notebook_cell(uris: Sequence[str], allow_changes: bool = False) -> str:
     """The one cell the page runs (the URIs as JSON: a URI is data, never code)."""
     return ("import json\nfrom balloonlab.widgets.dashboard import dashboard_view, open_source\n"
-            f"source = open_source(json.loads({json.dumps(json.dumps(list(uris)))}))\ndashboard_view(source)")
+            f"source = open_source(json.loads({json.dumps(json.dumps(list(uris)))}))\n"
+            f"dashboard_view(source, allow_changes={bool(allow_changes)!r})")
 
 
-def write_notebook(folder: Path, uris: Sequence[str]) -> Path:
+def write_notebook(folder: Path, uris: Sequence[str], allow_changes: bool = False) -> Path:
     import nbformat
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(notebook_cell(uris))]
+    nb.cells = [nbformat.v4.new_code_cell(notebook_cell(uris, allow_changes))]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = folder / NOTEBOOK
     nbformat.write(nb, path)
@@ -69,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = args.token or secrets.token_urlsafe(24)
     folder = Path(tempfile.mkdtemp(prefix="balloonlab-dashboard-"))  # 0700: only this user reads it
     try:
-        notebook = write_notebook(folder, args.uris)
+        notebook = write_notebook(folder, args.uris, args.allow_changes)
         what = ", ".join(args.uris) if args.uris else "an emulated host"
         print(f"balloonlab dashboard: {what} at http://{args.ip}:{args.port}/?token={token}  (Ctrl-C stops it)",
               file=sys.stderr, flush=True)

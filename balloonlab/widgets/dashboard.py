@@ -3,9 +3,12 @@
 The page is :class:`~balloonlab.widgets.fleet.FleetPanel`, which takes a libvirt fleet (``balloonlab.fleet``) as
 it takes an emulated host (``balloonlab.emulate_host``): both are a host of VMs (``client/backend.py``'s HostLike).
 
-The dashboard reads; it changes nothing by itself on operators' VMs (their polling periods stay as they are; the
-doctor in each row says when a VM's stats are off).  An emulated host runs on the real clock, with polling at 2 s,
-so there is something to see.
+The dashboard reads; it changes nothing on operators' VMs (their polling periods stay as they are; the doctor in
+each row says when a VM's stats are off), and by default nobody can change anything through it either: anyone with
+the token sees the page, so its target sliders are disabled and a target sent anyway is refused
+(``FleetPanel(allow_changes=False)``).  ``balloonlab dashboard --allow-changes`` enables them.
+
+An emulated host runs on the real clock, with polling at 2 s, so there is something to see.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ def open_source(uris: Sequence[str]) -> "HostLike":
     return host
 
 
-def dashboard_view(source: "HostLike") -> FleetPanel:
-    """The widget the dashboard page shows for ``source``."""
-    panel = FleetPanel(source)
+def dashboard_view(source: "HostLike", allow_changes: bool = False) -> FleetPanel:
+    """The widget the dashboard page shows for ``source``: read-only unless ``allow_changes``."""
+    panel = FleetPanel(source, allow_changes=allow_changes)
     panel.add_class("balloonlab-dashboard")
     return panel
 

@@ -181,9 +181,13 @@ class FleetPanel(LiveView):
     max_rate = Float(4.0, help="Most view updates per second sent to the browser (bursts are batched).")
     points = Int(120, help="Reports kept in each VM's small plot.")
 
-    def __init__(self, host: HostLike, *, max_rate: float = 4.0, points: int = 120, **kwargs: Any) -> None:
+    def __init__(self, host: HostLike, *, max_rate: float = 4.0, points: int = 120, allow_changes: bool = True,
+                 **kwargs: Any) -> None:
         super().__init__(max_rate=max_rate, points=points, **kwargs)
         self.host = host
+        #: False: the panel only shows (``balloonlab dashboard`` without ``--allow-changes``): sliders disabled,
+        #: and a target asked for anyway (a hand-made comm message) is refused here, not in the browser.
+        self.allow_changes = allow_changes
         self.add_class("balloonlab-panel")
         self.add_class("balloonlab-fleet")
         self._closed = False
@@ -196,6 +200,7 @@ class FleetPanel(LiveView):
         self.rows: dict[str, FleetRow] = {}
         for lab in labs:
             self.rows[lab.name] = FleetRow(lab, self._target_request(lab), points)
+            self.rows[lab.name].target_slider.disabled = not allow_changes
         self.labs: dict[str, Balloon] = {lab.name: lab for lab in labs}
         self.children = [style_widget(), self.header, self.status_line, self.host_bar, *self.rows.values()]
         self._pump = UpdatePump(self._apply, tick=self._tick, on_error=self._show_error, min_gap=1.0 / max_rate,
@@ -276,6 +281,10 @@ class FleetPanel(LiveView):
 
     def _apply_target(self, lab: Balloon, mib: int) -> None:
         binding = self.rows[lab.name].target_control.binding
+        if not self.allow_changes:
+            binding.refused(mib)
+            self._set_status(f"{lab.name}: target {mib} MiB not set: this panel only shows (read-only)", "error")
+            return
         try:
             lab.set_target(mib * MiB)
         except BalloonError as exc:
