@@ -284,6 +284,27 @@ def test_libvirtd_restarted_under_a_connected_lab_is_a_clear_error_then_reconnec
         lab.close()
 
 
+def test_a_shared_libvirt_host_reopens_once_and_a_closed_one_refuses_calls_as_disconnected(web1):
+    """The labs of a fleet share one host and may all find it lost at once: reopening an open host leaves its
+    connection (and the threads the other labs' calls run on) alone; a closed host's calls are a disconnected
+    lab's error, not the thread pool's RuntimeError."""
+    from balloonlab.client import loop as _loop
+    from balloonlab.client.libvirt_host import LibvirtHost
+
+    host = LibvirtHost.open(web1.uri)
+    try:
+        conn = host.conn
+        host.reopen()
+        assert host.conn is conn and _loop.run(host.call(conn.getVersion), 10) > 0
+        host.disconnect()
+        with pytest.raises(BalloonDisconnectedError, match="reconnect"):
+            _loop.run(host.call(conn.getVersion), 10)
+        host.reopen()
+        assert host.alive and _loop.run(host.call(host.conn.getVersion), 10) > 0
+    finally:
+        host.close()
+
+
 def test_libvirtd_not_running_says_what_to_start(tmp_path, libvirt_available):
     start = time.monotonic()
     with pytest.raises(BalloonDisconnectedError, match="Is libvirtd running"):
