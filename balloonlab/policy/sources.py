@@ -158,8 +158,8 @@ def source_for(target: object) -> Source:
         return FleetSource([target])
     if isinstance(target, Iterable) and not isinstance(target, (str, bytes)):
         return FleetSource(list(target))
-    raise InvalidValueError(f"run() needs a host (balloonlab.emulate_host), a lab or a list of labs, "
-                            f"not {type(target).__name__}")
+    raise InvalidValueError("run() needs a host (balloonlab.emulate_host), a fleet (balloonlab.fleet), a lab or a "
+                            f"list of labs, not {type(target).__name__}")
 
 
 def polling_interval_for(tick: float) -> int:
