@@ -70,7 +70,7 @@ def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
     for lab in labs:
         lab.close()
     if _loop.in_loop_thread():
-        _loop.get_loop().create_task(emulated.stop())
+        _loop.spawn(emulated.stop(), "balloonlab-host-stop")
         return
     try:
         _loop.run(emulated.stop(), timeout)

@@ -29,6 +29,7 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 _errors: collections.deque[dict] = collections.deque(maxlen=100)
+_running: set[asyncio.Future] = set()  # spawn()'s tasks until they end
 
 
 def _handle_exception(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -140,9 +141,15 @@ def call_soon(fn: Callable[..., Any], *args: Any) -> None:
 
 
 def spawn(awaitable: Awaitable[Any], name: str) -> asyncio.Task:
-    """Create a task on the current (background) loop whose failure is logged, never left unretrieved."""
+    """Create a task on the current (background) loop whose failure is logged, never left unretrieved.
+
+    The task is held here until it ends: the loop keeps only weak references to tasks, so a fire-and-forget
+    task (stopping a host from its finalizer) could otherwise be collected half-way.
+    """
     task = asyncio.ensure_future(awaitable)
     task.set_name(name)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
     task.add_done_callback(_retrieve)
     return task
 
