@@ -27,8 +27,8 @@ from .backend import BalloonBackend
 from .connection import ADVANCE, TRACE, BalloonClient
 from .updates import LabUpdate
 from .doctor import Diagnosis, diagnose
-from ..errors import (BalloonDisconnectedError, BalloonError, InvalidValueError, QMPError, UnsupportedBackendError,
-                     VirtualClockRequiredError)
+from ..errors import (BalloonDisconnectedError, BalloonError, InvalidValueError, LaunchError, QMPError,
+                      UnsupportedBackendError, VirtualClockRequiredError)
 from .history import History
 from .recording import Recorder
 from ..stats import GuestStats
@@ -662,10 +662,26 @@ def launch(memory: str | int = "512M", *, history: bool = True, timeout: float =
         from ..live.launcher import LiveVM
     except ImportError as exc:
         raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
-    props = {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom}
-    options.setdefault("balloon_options", {k: v for k, v in props.items() if v})
+    options["balloon_options"] = _balloon_options(
+        {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom},
+        options.get("balloon_options"))
     vm = LiveVM.start(memory=memory, **options)
     return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
+
+
+def _balloon_options(flags: dict[str, bool], given: Any) -> dict[str, Any]:
+    """``launch()``'s device properties: ``balloon_options`` plus the keyword flags that are on.  A property set
+    both ways is refused rather than one silently winning."""
+    options = dict(given or {})
+    for name, on in flags.items():
+        if not on:
+            continue
+        if name in options and options[name] not in (True, "on"):
+            keyword = name.replace("-", "_")
+            raise LaunchError(f"{keyword}=True and balloon_options={{{name!r}: {options[name]!r}}} disagree; "
+                              f"set {name} one way, in one place")
+        options[name] = True
+    return options
 
 
 __all__ = ["Balloon", "LabUpdate", "VirtioState", "connect", "emulate", "launch"]
