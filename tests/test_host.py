@@ -147,19 +147,38 @@ def test_an_unknown_workload_is_refused_with_the_choices():
         balloonlab.emulate_host(vms=1, workloads="sleepy")
 
 
+def _quit(lab):
+    qmp = QEMUMonitorProtocol(lab.socket_path)
+    qmp.connect()
+    with contextlib.suppress(EOFError):  # the VM may close the connection before the client does
+        try:
+            qmp.cmd("quit")
+        finally:
+            qmp.close()
+
+
 def test_a_vm_stopped_by_qmp_quit_leaves_the_host_and_is_named_but_one_closed_by_its_lab_is_not():
     with balloonlab.emulate_host(vms=3) as host:
-        qmp = QEMUMonitorProtocol(host["vm1"].socket_path)
-        qmp.connect()
-        with contextlib.suppress(EOFError):  # the VM may close the connection before the client does
-            try:
-                qmp.cmd("quit")
-            finally:
-                qmp.close()
+        _quit(host["vm1"])
         host["vm2"].close()
         assert wait_for(lambda: set(host.usage().rss) == {"vm0"}, "vm1 and vm2 gone from the host")
         assert host.stopped_vms() == ["vm1"]
         assert host.names == ["vm0"]
+
+
+@pytest.mark.parametrize("close_old_lab_first", [False, True])
+def test_a_name_freed_by_qmp_quit_can_be_added_again_and_the_new_vm_is_on_the_host(close_old_lab_first):
+    with balloonlab.emulate_host(vms=2) as host:
+        old = host["vm1"]
+        _quit(old)
+        assert wait_for(lambda: host.names == ["vm0"], "vm1 gone from the host")
+        if close_old_lab_first:
+            old.close()
+        new = host.add_vm("1G", name="vm1")
+        assert host.names == ["vm0", "vm1"] and host["vm1"] is new and new is not old
+        assert new.actual == 1 << 30 and set(host.usage().rss) == {"vm0", "vm1"}
+        assert old.closed
+        assert host.stopped_vms() == ["vm1"]  # the one that quit, still named
 
 
 def test_a_hosts_vms_record_history_only_when_asked():

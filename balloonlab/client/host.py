@@ -14,6 +14,7 @@ each call there and waits, like :class:`~balloonlab.client.balloon.Balloon` does
 from __future__ import annotations
 
 import difflib
+import functools
 import threading
 import time
 import weakref
@@ -78,6 +79,14 @@ def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
         pass
 
 
+def _record_quit(labs: dict[str, Balloon], quit: list[Balloon], name: str) -> None:
+    """EmulatedHost.on_vm_stopped, on the loop: the VM called ``name`` now is the one that quit (a name is
+    re-used only once its VM is gone, emulator/host.py)."""
+    lab = labs.get(name)
+    if lab is not None:
+        quit.append(lab)
+
+
 class Host:
     """A host of emulated VMs (see the module docstring).  Build it with :func:`emulate_host`."""
 
@@ -96,16 +105,17 @@ class Host:
         self._lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _stop_host, emulated, [], timeout)
-        self._stopped_by_quit: list[str] = []
-        emulated.on_vm_stopped = self._stopped_by_quit.append
+        #: the labs whose VM a client stopped with QMP ``quit``, oldest first: by identity, for a VM re-added
+        #: under the same name is another VM (bound to the dict and list, not to self: the finalizer must fire)
+        self._quit: list[Balloon] = []
+        emulated.on_vm_stopped = functools.partial(_record_quit, self._labs, self._quit)
 
     # The surface of issue 12 ------------------------------------------------------------------------------------
     @property
     def vms(self) -> list[Balloon]:
         """Every running VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...); a VM closed, or
         stopped with QMP ``quit`` (:meth:`stopped_vms`), has left."""
-        gone = set(self._stopped_by_quit)
-        return [lab for lab in self._labs.values() if not lab.closed and lab.name not in gone]
+        return [lab for lab in self._labs.values() if not lab.closed and not any(lab is q for q in self._quit)]
 
     @property
     def names(self) -> list[str]:
@@ -152,8 +162,11 @@ class Host:
         ram = parse_guest_size(memory, "VM memory")
         with self._lock:
             name = name or self._free_name()
-            if name in self._labs and not self._labs[name].closed:
+            previous = self._labs.get(name)
+            if previous is not None and previous in self.vms:
                 raise EmulatorOptionError(f"a VM named {name!r} is already on this host; choose another name")
+            if previous is not None:  # its VM quit or its lab was closed: the name is free, the old lab goes
+                previous.close()
             seed = self._seed * 1000 + len(self._labs)
             config = machine_config(
                 guest=guest or self._guest, ram=ram, clock=self.clock, qemu_version=qemu_version or self._qemu_version,
@@ -255,7 +268,7 @@ class Host:
 
     def stopped_vms(self) -> list[str]:
         """Names of the VMs that stopped by themselves (a QMP ``quit``), oldest first."""
-        return list(self._stopped_by_quit)
+        return [lab.name for lab in self._quit]
 
     def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
         """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
