@@ -196,3 +196,28 @@ def test_a_hosts_vms_record_history_only_when_asked():
         loud["vm0"].polling_interval = 2
         loud.advance("1m")
         assert len(loud["vm0"].history) >= 30
+
+
+@pytest.mark.parametrize("timeout", [0.0, 0.001, 0.01])
+def test_a_host_that_does_not_answer_in_time_raises_balloon_disconnected_and_leaves_no_vm_running(timeout):
+    from balloonlab.client import loop as _loop
+
+    live_before = _live_emulators()
+    try:
+        host = balloonlab.emulate_host(vms=2, timeout=timeout)
+    except balloonlab.BalloonDisconnectedError as exc:  # from the host, or from a VM's lab connecting to it
+        assert f"within {timeout:g} s" in str(exc)
+    else:
+        host.close()
+    assert wait_for(lambda: _live_emulators() <= live_before, "every VM started late stopped again")
+    assert _loop.loop_errors() == []
+
+
+def _live_emulators() -> set:
+    """The in-process emulators whose QMP socket is still there, by identity."""
+    import gc
+
+    from balloonlab.emulator import Emulator
+
+    return {id(o) for o in gc.get_objects()
+            if isinstance(o, Emulator) and o.socket_path and os.path.exists(o.socket_path)}

@@ -104,7 +104,7 @@ def _release(client: BalloonBackend, emulator: Any, vm: Any, timeout: float) -> 
         log.warning("balloonlab: disconnecting from %s: %r", client.address, exc)
     if emulator is not None:
         try:
-            _loop.run(emulator.stop(), timeout)
+            _loop.run_to_end(emulator.stop(), timeout)
         except Exception as exc:
             log.warning("balloonlab: stopping the emulator at %s: %r", client.socket_path, exc)
     if vm is not None:
@@ -156,11 +156,7 @@ class Balloon:
             coro.close()
             raise BalloonDisconnectedError("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
         timeout = self.timeout if timeout is None else timeout
-        try:
-            return _loop.run(coro, timeout + 1.0)
-        except TimeoutError:
-            raise BalloonDisconnectedError(
-                f"no answer from {self._client.address} within {timeout:g} s") from None
+        return _loop.run_bounded(coro, timeout + 1.0, f"no answer from {self._client.address} within {timeout:g} s")
 
     def _has(self, command: str) -> bool:
         return command in self._client.commands
@@ -645,7 +641,8 @@ def start_emulated(config: Any, *, socket_path: str | None = None, history: bool
         await emu.start()
         return emu
 
-    emu = _loop.run(start(), timeout)
+    emu = _loop.run_bounded(start(), timeout, f"the emulator did not start within {timeout:g} s (a busy machine? "
+                            f"emulate(timeout=...) waits longer)", undo=lambda emu: emu.stop())
     # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
     return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
 

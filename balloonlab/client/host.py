@@ -20,7 +20,7 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
 
 from . import loop as _loop
 from .balloon import Balloon, advance_replaying
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.host import EmulatedHost, HostSnapshot, VMReading
     from ..emulator.workloads import RecordedCurve
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
         _loop.spawn(emulated.stop(), "balloonlab-host-stop")
         return
     try:
-        _loop.run(emulated.stop(), timeout)
+        _loop.run_to_end(emulated.stop(), timeout)
     except Exception:  # the VMs' own labs already stopped them
         pass
 
@@ -173,12 +175,12 @@ class Host:
                 id="balloon0", seed=seed, workload=read_workload(workload),
                 free_page_reporting=self._free_page_reporting if free_page_reporting is None else free_page_reporting,
                 deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
-            emu = _loop.run(self._host.add_vm(name, config), self.timeout)
+            emu = self._run(self._host.add_vm(name, config), undo=lambda emu: emu.stop())
             try:
                 lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name,
                               history=self._history)
             except BaseException:
-                _loop.run(emu.stop(), self.timeout)
+                _loop.run_to_end(emu.stop(), self.timeout)
                 raise
             self._labs[name] = lab
             self._finalizer.detach()
@@ -199,7 +201,7 @@ class Host:
         async def read() -> Any:
             return self._host.snapshot()
 
-        return _usage_of(_loop.run(read(), self.timeout))
+        return _usage_of(self._run(read()))
 
     def observe(self) -> tuple[HostUsage, dict[str, VMReading]]:
         """The host's usage and, per VM name, what a manager reads about it (guest stats as ``qom-get`` answers,
@@ -209,7 +211,7 @@ class Host:
         async def read() -> Any:
             return self._host.observe()
 
-        snap, readings = _loop.run(read(), self.timeout)
+        snap, readings = self._run(read())
         return _usage_of(snap), readings
 
     def step(self, duration: str | float, *, notify: bool = True) -> tuple[HostUsage, dict[str, VMReading]]:
@@ -230,7 +232,7 @@ class Host:
             self._host.advance(seconds)
             return self._host.observe()
 
-        snap, readings = _loop.run(run(), max(self.timeout, 60 + seconds / 360))
+        snap, readings = self._run(run(), max(self.timeout, 60 + seconds / 360))
         return _usage_of(snap), readings
 
     def advance(self, duration: str | float) -> None:
@@ -246,7 +248,7 @@ class Host:
                 self._host.advance(step)
 
             # a day of 100 VMs is seconds of CPU: wait for it rather than time out
-            _loop.run(run(), max(self.timeout, 60 + step / 360))
+            self._run(run(), max(self.timeout, 60 + step / 360))
 
         watched = [lab for lab in self.vms if lab.wants_replay]
         if watched:  # a panel or a history sees every report, as after Balloon.advance
@@ -264,7 +266,7 @@ class Host:
         async def read() -> float:
             return float(self._host.wall_time())
 
-        return _loop.run(read(), self.timeout)
+        return self._run(read())
 
     def stopped_vms(self) -> list[str]:
         """Names of the VMs that stopped by themselves (a QMP ``quit``), oldest first."""
@@ -295,6 +297,14 @@ class Host:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self.vms)} VMs"
         return f"<Host {format_size(self.memory)} {state} clock={self.clock}>"
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None, *,
+             undo: Callable[[T], Awaitable[Any]] | None = None) -> T:
+        """One call on the background loop, as :meth:`Balloon._run <balloonlab.client.balloon.Balloon._run>`: a
+        host that does not answer in time raises BalloonDisconnectedError (``undo``: client/loop.py run)."""
+        timeout = self.timeout if timeout is None else timeout
+        return _loop.run_bounded(coro, timeout, f"the emulated host did not answer within {timeout:g} s (a busy "
+                                 f"machine? emulate_host(timeout=...) waits longer)", undo=undo)
 
     def _check_open(self) -> None:
         if self._closed:
