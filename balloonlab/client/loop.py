@@ -212,4 +212,5 @@ def loop_errors() -> list[dict]:
     return list(_errors)
 
 
-__all__ = ["get_loop", "in_loop_thread", "submit", "run", "run_bounded", "run_to_end", "call_soon", "spawn", "loop_errors"]
+__all__ = ["get_loop", "in_loop_thread", "submit", "run", "run_bounded", "run_to_end", "call_soon", "spawn",
+           "loop_errors"]
