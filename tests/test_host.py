@@ -11,6 +11,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 import balloonlab
 from balloonlab.emulator.workloads import WORKLOADS, assign
+from tests.fixtures.ipython import ip  # noqa: F401  (fixture)
 from tests.helpers import clean_loop, wait_for  # noqa: F401  (clean_loop: autouse)
 
 MiB = 1 << 20
@@ -179,6 +180,24 @@ def test_a_name_freed_by_qmp_quit_can_be_added_again_and_the_new_vm_is_on_the_ho
         assert new.actual == 1 << 30 and set(host.usage().rss) == {"vm0", "vm1"}
         assert old.closed
         assert host.stopped_vms() == ["vm1"]  # the one that quit, still named
+
+
+def test_advancing_one_vm_advances_the_host_and_every_vms_history_sees_each_report(ip):
+    with contextlib.closing(balloonlab.emulate_host(memory="2G", vms=2, vm_memory="512M", history=True)) as host:
+        for lab in host:
+            lab.polling_interval = 2
+        before = {lab.name: len(lab.history) for lab in host}
+        host["vm0"].advance("1m")
+        for lab in host:  # the other VM's history too: each report of the minute, not only the end state
+            assert len(lab.history) - before[lab.name] >= 30, lab.name
+
+        ip.user_ns["host"] = host  # %balloon advance on one VM takes the same path
+        ip.run_line_magic("balloon", "use host")
+        ip.run_line_magic("balloon", "use vm1")
+        before = {lab.name: len(lab.history) for lab in host}
+        ip.run_line_magic("balloon", "advance 1m")
+        for lab in host:
+            assert len(lab.history) - before[lab.name] >= 30, lab.name
 
 
 def test_a_hosts_vms_record_history_only_when_asked():

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.workloads import RecordedCurve
     from ..qapi import RunState
+    from .host import Host
 
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
@@ -134,6 +135,8 @@ class Balloon:
         self.timeout = timeout
         self._emulator = emulator
         self._vm = vm
+        #: the Host this VM is on (set by Host.add_vm; weak: the host's finalizer holds its labs)
+        self._host: weakref.ref[Host] | None = None
         if client is None:
             client = BalloonClient(socket_path, device_path, command_timeout=timeout)
             if vm is not None:
@@ -248,8 +251,16 @@ class Balloon:
         return result
 
     def advance(self, duration: str | float) -> None:
-        """Move the emulator's virtual clock forward (``"30s"``, ``"5m"``, 12.5): every due timer runs in order."""
+        """Move the emulator's virtual clock forward (``"30s"``, ``"5m"``, 12.5): every due timer runs in order.
+
+        A host's VM shares the host's clock, so this advances the whole host (:meth:`Host.advance
+        <balloonlab.client.host.Host.advance>`): every VM's history, panel and watch sees each report on the way,
+        not only this lab's."""
         seconds = parse_duration(duration)
+        host = self._host() if self._host is not None else None
+        if host is not None and not host.closed and not self.closed:
+            host.advance(seconds)
+            return
         if not self._has(ADVANCE):
             raise VirtualClockRequiredError(
                 f"advance() needs an emulated lab on a virtual clock; this {self.backend} lab "

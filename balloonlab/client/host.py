@@ -182,6 +182,7 @@ class Host:
             except BaseException:
                 _loop.run_to_end(emu.stop(), self.timeout)
                 raise
+            lab._host = weakref.ref(self)  # its advance() moves the whole host, one path (Host.advance)
             self._labs[name] = lab
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _stop_host, self._host, list(self._labs.values()),
