@@ -20,6 +20,8 @@ import logging
 import threading
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
+from ..tasks import _retrieve, spawn  # spawn: the same task keeper the emulator uses (balloonlab/tasks.py)
+
 log = logging.getLogger("balloonlab")
 log.addHandler(logging.NullHandler())
 
@@ -29,7 +31,6 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
 _errors: collections.deque[dict] = collections.deque(maxlen=100)
-_running: set[asyncio.Future] = set()  # spawn()'s tasks until they end
 
 
 def _handle_exception(loop: asyncio.AbstractEventLoop, context: dict) -> None:
@@ -183,28 +184,6 @@ class _Call:
 def call_soon(fn: Callable[..., Any], *args: Any) -> None:
     """Run a plain callable on the background loop (thread-safe)."""
     get_loop().call_soon_threadsafe(fn, *args)
-
-
-def spawn(awaitable: Awaitable[Any], name: str) -> asyncio.Task:
-    """Create a task on the current (background) loop whose failure is logged, never left unretrieved.
-
-    The task is held here until it ends: the loop keeps only weak references to tasks, so a fire-and-forget
-    task (stopping a host from its finalizer) could otherwise be collected half-way.
-    """
-    task = asyncio.ensure_future(awaitable)
-    task.set_name(name)
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-    task.add_done_callback(_retrieve)
-    return task
-
-
-def _retrieve(task: asyncio.Future | concurrent.futures.Future) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("balloonlab task %s failed: %r", getattr(task, "get_name", lambda: "?")(), exc, exc_info=exc)
 
 
 def loop_errors() -> list[dict]:

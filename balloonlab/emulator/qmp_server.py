@@ -28,7 +28,7 @@ import logging
 import socket
 from typing import Any
 
-from ..client.loop import spawn
+from ..tasks import spawn
 from ..errors import QMPError
 from .jsonstream import JSONMessageReader, Message, to_json
 
