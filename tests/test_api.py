@@ -498,3 +498,20 @@ def test_labs_left_open_at_exit_are_closed(make, request):
     if int(pid):
         assert wait_until(lambda: process_gone(int(pid)), 10)
     assert "Error" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+@pytest.mark.qemu
+def test_launch_merges_its_feature_flags_with_balloon_options(request):
+    request.getfixturevalue("qemu_binary")
+    with balloonlab.launch(guest=False, free_page_reporting=True, balloon_options={"deflate-on-oom": True}) as lab:
+        for prop in ("free-page-reporting", "deflate-on-oom"):
+            assert lab.qmp("qom-get", path=lab.device_path, property=prop) is True, prop
+
+
+def test_launch_refuses_a_feature_flag_that_balloon_options_turns_off_before_starting_qemu():
+    from balloonlab.errors import LaunchError
+
+    with pytest.raises(LaunchError, match=r"free_page_reporting=True and balloon_options=\{'free-page-reporting': "
+                                          r"False\} disagree"):
+        balloonlab.launch(free_page_reporting=True, balloon_options={"free-page-reporting": False},
+                          qemu="/nonexistent/qemu")

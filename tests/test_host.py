@@ -11,6 +11,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol
 
 import balloonlab
 from balloonlab.emulator.workloads import WORKLOADS, assign
+from tests.fixtures.ipython import ip  # noqa: F401  (fixture)
 from tests.helpers import clean_loop, wait_for  # noqa: F401  (clean_loop: autouse)
 
 MiB = 1 << 20
@@ -147,19 +148,56 @@ def test_an_unknown_workload_is_refused_with_the_choices():
         balloonlab.emulate_host(vms=1, workloads="sleepy")
 
 
+def _quit(lab):
+    qmp = QEMUMonitorProtocol(lab.socket_path)
+    qmp.connect()
+    with contextlib.suppress(EOFError):  # the VM may close the connection before the client does
+        try:
+            qmp.cmd("quit")
+        finally:
+            qmp.close()
+
+
 def test_a_vm_stopped_by_qmp_quit_leaves_the_host_and_is_named_but_one_closed_by_its_lab_is_not():
     with balloonlab.emulate_host(vms=3) as host:
-        qmp = QEMUMonitorProtocol(host["vm1"].socket_path)
-        qmp.connect()
-        with contextlib.suppress(EOFError):  # the VM may close the connection before the client does
-            try:
-                qmp.cmd("quit")
-            finally:
-                qmp.close()
+        _quit(host["vm1"])
         host["vm2"].close()
         assert wait_for(lambda: set(host.usage().rss) == {"vm0"}, "vm1 and vm2 gone from the host")
         assert host.stopped_vms() == ["vm1"]
         assert host.names == ["vm0"]
+
+
+@pytest.mark.parametrize("close_old_lab_first", [False, True])
+def test_a_name_freed_by_qmp_quit_can_be_added_again_and_the_new_vm_is_on_the_host(close_old_lab_first):
+    with balloonlab.emulate_host(vms=2) as host:
+        old = host["vm1"]
+        _quit(old)
+        assert wait_for(lambda: host.names == ["vm0"], "vm1 gone from the host")
+        if close_old_lab_first:
+            old.close()
+        new = host.add_vm("1G", name="vm1")
+        assert host.names == ["vm0", "vm1"] and host["vm1"] is new and new is not old
+        assert new.actual == 1 << 30 and set(host.usage().rss) == {"vm0", "vm1"}
+        assert old.closed
+        assert host.stopped_vms() == ["vm1"]  # the one that quit, still named
+
+
+def test_advancing_one_vm_advances_the_host_and_every_vms_history_sees_each_report(ip):
+    with contextlib.closing(balloonlab.emulate_host(memory="2G", vms=2, vm_memory="512M", history=True)) as host:
+        for lab in host:
+            lab.polling_interval = 2
+        before = {lab.name: len(lab.history) for lab in host}
+        host["vm0"].advance("1m")
+        for lab in host:  # the other VM's history too: each report of the minute, not only the end state
+            assert len(lab.history) - before[lab.name] >= 30, lab.name
+
+        ip.user_ns["host"] = host  # %balloon advance on one VM takes the same path
+        ip.run_line_magic("balloon", "use host")
+        ip.run_line_magic("balloon", "use vm1")
+        before = {lab.name: len(lab.history) for lab in host}
+        ip.run_line_magic("balloon", "advance 1m")
+        for lab in host:
+            assert len(lab.history) - before[lab.name] >= 30, lab.name
 
 
 def test_a_hosts_vms_record_history_only_when_asked():
@@ -177,3 +215,28 @@ def test_a_hosts_vms_record_history_only_when_asked():
         loud["vm0"].polling_interval = 2
         loud.advance("1m")
         assert len(loud["vm0"].history) >= 30
+
+
+@pytest.mark.parametrize("timeout", [0.0, 0.001, 0.01])
+def test_a_host_that_does_not_answer_in_time_raises_balloon_disconnected_and_leaves_no_vm_running(timeout):
+    from balloonlab.client import loop as _loop
+
+    live_before = _live_emulators()
+    try:
+        host = balloonlab.emulate_host(vms=2, timeout=timeout)
+    except balloonlab.BalloonDisconnectedError as exc:  # from the host, or from a VM's lab connecting to it
+        assert f"within {timeout:g} s" in str(exc)
+    else:
+        host.close()
+    assert wait_for(lambda: _live_emulators() <= live_before, "every VM started late stopped again")
+    assert _loop.loop_errors() == []
+
+
+def _live_emulators() -> set:
+    """The in-process emulators whose QMP socket is still there, by identity."""
+    import gc
+
+    from balloonlab.emulator import Emulator
+
+    return {id(o) for o in gc.get_objects()
+            if isinstance(o, Emulator) and o.socket_path and os.path.exists(o.socket_path)}

@@ -67,9 +67,20 @@ def test_a_signal_stops_every_vm_and_removes_every_socket(sig):
     (["-m", "lots"], "not a size"),
     (["--workloads", "sleepy"], "unknown workload 'sleepy'"),
     (["--workloads", "recording:nope"], "nor a shipped recording (shipped: "),
+    (["--vm-memory", "8"], "VM memory 8 is 8.0 MiB, less than any guest can keep"),
+    (["-m", "0"], "host memory 0 is not a size"),
+    (["--swap=-1G"], "a size cannot be negative"),
 ])
 def test_bad_options_are_refused_in_one_line(args, message):
     proc = subprocess.run([sys.executable, "-m", "balloonlab", "host", *args], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode in (1, 2)
-    assert message in proc.stderr
+    assert message in proc.stderr.splitlines()[-1]
+    assert "Traceback" not in proc.stderr
+
+
+def test_sizes_follow_emulate_host_a_bare_number_is_mib_and_no_swap_is_allowed():
+    with host_process("--vms", "1", "-m", "2048", "--vm-memory", "512", "--swap", "0", vms=1) as (proc, sockets):
+        assert qmp(sockets["vm0"], "query-balloon") == {"actual": 512 << 20}
+        proc.send_signal(signal.SIGTERM)
+        assert wait_exit(proc) == 0

@@ -57,9 +57,9 @@ def test_a_new_host_closes_the_previous_one_and_unload_closes_the_last(ip):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("host --vms 0", "at least one VM"),
-    ("host --memory lots", "not a size: 'lots'"),
-    ("host --workloads sleepy", "unknown workload 'sleepy'"),
+    ("host --vms 0", "^%balloon host: --vms: at least one VM"),
+    ("host --memory lots", "^%balloon host: .*not a size: 'lots'"),
+    ("host --workloads sleepy", "^%balloon host: unknown workload 'sleepy'"),
 ])
 def test_bad_host_options_are_one_line_usage_errors_and_start_nothing(ip, line, message):
     with pytest.raises(UsageError, match=message):

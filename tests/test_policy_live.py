@@ -75,6 +75,27 @@ def test_a_live_run_stopped_by_its_policy_keeps_the_error_for_wait_and_status():
         assert "stopped: Broken.decide() set a target for 'nope' at tick 0" in result.status()
 
 
+class Crashing(Halve):
+    """A policy with a bug outside decide() (which the engine guards): its limit divides by zero."""
+
+    def max_change(self, vm):
+        return vm.ram // 0
+
+
+def test_a_live_run_stopped_by_any_error_keeps_it_for_wait_and_status_and_prints_no_traceback(monkeypatch):
+    import threading
+
+    escaped: list = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)  # where a dying thread's traceback would go
+    with balloonlab.emulate(memory="512M", clock="real") as lab:
+        result = run([lab], Crashing(), duration=None, tick="0.2s")
+        with pytest.raises(ZeroDivisionError):
+            result.wait(timeout=30, show=False)
+        assert not result.running
+        assert escaped == []
+        assert "stopped: ZeroDivisionError: integer division or modulo by zero" in result.status()
+
+
 # --- %balloon policy ----------------------------------------------------------------------------------------------
 
 def test_balloon_policy_starts_reports_and_stops_a_background_dry_run(ip, capsys):

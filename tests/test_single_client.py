@@ -149,3 +149,23 @@ def test_emulate_single_client_keeps_the_socket_for_the_lab():
         finally:
             raw.close()
         assert "nobody else holding the socket's only connection" in second_lab_is_refused(lab.socket_path)
+
+
+def test_a_failed_accept_does_not_stop_a_single_client_emulator(tmp_path):
+    import resource
+
+    from tests.helpers import balloonlab_process
+
+    path = str(tmp_path / "qmp.sock")
+    with balloonlab_process("emulate", "--single-client", "-qmp", f"unix:{path},server=on,wait=off") as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == path
+        soft, hard = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (in_use, hard))  # the next accept fails: EMFILE
+        client, greeted = greeted_within(path, NO_GREETING_WAIT)
+        with client:
+            assert not greeted
+            resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (soft, hard))
+            assert select.select([client], [], [], 10)[0], "no greeting once descriptors were free again"
+            assert client.recv(65536).startswith(b'{"QMP"')
+        assert proc.poll() is None

@@ -40,6 +40,18 @@ def test_one_row_per_vm_and_a_host_bar_of_every_vms_rss_free_and_swap(fleet):
         assert "RSS" in row.numbers.value and row.doctor.verdict == "healthy", name
 
 
+def test_a_paused_vm_is_judged_paused_not_stale_and_running_again_after_cont(fleet):
+    host, panel = fleet
+    host["vm1"].qmp("stop")
+    host.advance("5m")  # vm1's clock stands still: its last report ages on the host's wall clock
+    wait_for(lambda: panel.wait_idle() and panel.rows["vm1"].doctor.verdict == "paused", "vm1 judged paused")
+    assert "status 'paused'" in panel.rows["vm1"].doctor.message
+    assert panel.rows["vm0"].doctor.verdict == "healthy"
+    host["vm1"].qmp("cont")
+    host.advance("30s")
+    wait_for(lambda: panel.wait_idle() and panel.rows["vm1"].doctor.verdict == "healthy", "vm1 running again")
+
+
 def test_every_report_of_an_advance_reaches_each_vms_small_plot(fleet):
     host, panel = fleet
     host.advance("10m")  # 60 reports per VM at 10 s

@@ -13,21 +13,30 @@ import asyncio
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..emulator.config import CLOCKS, machine_config
-from ..errors import EmulatorOptionError
-from ..units import format_size, parse_size
+from ..errors import BalloonError, EmulatorOptionError
+from ..units import format_size, parse_guest_size, parse_size
 
 
-def _size(text: str) -> int:
+def _ram(what: str) -> Callable[[str], int]:
+    """RAM as ``balloonlab emulate -m`` reads it (qemu-system's ``-m``: a bare number is MiB), refused below
+    what a guest can keep, in the words ``emulate_host()`` uses for the same value."""
+    def parse(text: str) -> int:
+        try:
+            return parse_guest_size(text, what, default_unit="M")
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def _swap(text: str) -> int:
+    """Swap may be 0 (none), as ``emulate_host(swap=0)``; a bare number is MiB, like the RAM options."""
     try:
-        value = parse_size(text, default_unit="M")
+        return parse_size(text, default_unit="M")
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a size must be more than 0 bytes, got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a host of emulated VMs that share its memory; each VM is an emulated QEMU with a "
                     "virtio-balloon device on its own QMP socket. Stops on Ctrl-C, SIGTERM, or 'quit' to any VM.")
     parser.add_argument("--vms", type=int, default=4, help="how many VMs (default 4)")
-    parser.add_argument("-m", "--memory", type=_size, default="3G", help="the host's RAM (default 3G)")
-    parser.add_argument("--vm-memory", type=_size, default="1G", help="each VM's RAM (default 1G)")
-    parser.add_argument("--swap", type=_size, default=None, help="the host's swap (default half its RAM)")
+    parser.add_argument("-m", "--memory", type=_ram("host memory"), default="3G", help="the host's RAM (default 3G)")
+    parser.add_argument("--vm-memory", type=_ram("VM memory"), default="1G", help="each VM's RAM (default 1G)")
+    parser.add_argument("--swap", type=_swap, default=None,
+                        help="the host's swap, 0 for none (default half its RAM)")
     parser.add_argument("--free-page-reporting", action="store_true",
                         help="-device virtio-balloon-pci,free-page-reporting=on on every VM")
     parser.add_argument("--deflate-on-oom", action="store_true",
@@ -106,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--socket-dir: {args.socket_dir} is not a directory")
     try:
         why = asyncio.run(run(args))
-    except EmulatorOptionError as exc:
+    except BalloonError as exc:  # a workload or recording that does not exist, a VM that cannot start
         print(f"balloonlab host: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before the handlers were in place: nothing was left behind

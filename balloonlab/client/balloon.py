@@ -27,8 +27,8 @@ from .backend import BalloonBackend
 from .connection import ADVANCE, TRACE, BalloonClient
 from .updates import LabUpdate
 from .doctor import Diagnosis, diagnose
-from ..errors import (BalloonDisconnectedError, BalloonError, InvalidValueError, QMPError, UnsupportedBackendError,
-                     VirtualClockRequiredError)
+from ..errors import (BalloonDisconnectedError, BalloonError, InvalidValueError, LaunchError, QMPError,
+                      UnsupportedBackendError, VirtualClockRequiredError)
 from .history import History
 from .recording import Recorder
 from ..stats import GuestStats
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.workloads import RecordedCurve
     from ..qapi import RunState
+    from .host import Host
 
 log = logging.getLogger("balloonlab")
 T = TypeVar("T")
@@ -104,7 +105,7 @@ def _release(client: BalloonBackend, emulator: Any, vm: Any, timeout: float) -> 
         log.warning("balloonlab: disconnecting from %s: %r", client.address, exc)
     if emulator is not None:
         try:
-            _loop.run(emulator.stop(), timeout)
+            _loop.run_to_end(emulator.stop(), timeout)
         except Exception as exc:
             log.warning("balloonlab: stopping the emulator at %s: %r", client.socket_path, exc)
     if vm is not None:
@@ -134,6 +135,8 @@ class Balloon:
         self.timeout = timeout
         self._emulator = emulator
         self._vm = vm
+        #: the Host this VM is on (set by Host.add_vm; weak: the host's finalizer holds its labs)
+        self._host: weakref.ref[Host] | None = None
         if client is None:
             client = BalloonClient(socket_path, device_path, command_timeout=timeout)
             if vm is not None:
@@ -156,11 +159,7 @@ class Balloon:
             coro.close()
             raise BalloonDisconnectedError("this lab is closed; start a new one (balloonlab.emulate/connect/launch)")
         timeout = self.timeout if timeout is None else timeout
-        try:
-            return _loop.run(coro, timeout + 1.0)
-        except TimeoutError:
-            raise BalloonDisconnectedError(
-                f"no answer from {self._client.address} within {timeout:g} s") from None
+        return _loop.run_bounded(coro, timeout + 1.0, f"no answer from {self._client.address} within {timeout:g} s")
 
     def _has(self, command: str) -> bool:
         return command in self._client.commands
@@ -252,8 +251,16 @@ class Balloon:
         return result
 
     def advance(self, duration: str | float) -> None:
-        """Move the emulator's virtual clock forward (``"30s"``, ``"5m"``, 12.5): every due timer runs in order."""
+        """Move the emulator's virtual clock forward (``"30s"``, ``"5m"``, 12.5): every due timer runs in order.
+
+        A host's VM shares the host's clock, so this advances the whole host (:meth:`Host.advance
+        <balloonlab.client.host.Host.advance>`): every VM's history, panel and watch sees each report on the way,
+        not only this lab's."""
         seconds = parse_duration(duration)
+        host = self._host() if self._host is not None else None
+        if host is not None and not host.closed and not self.closed:
+            host.advance(seconds)
+            return
         if not self._has(ADVANCE):
             raise VirtualClockRequiredError(
                 f"advance() needs an emulated lab on a virtual clock; this {self.backend} lab "
@@ -645,7 +652,8 @@ def start_emulated(config: Any, *, socket_path: str | None = None, history: bool
         await emu.start()
         return emu
 
-    emu = _loop.run(start(), timeout)
+    emu = _loop.run_bounded(start(), timeout, f"the emulator did not start within {timeout:g} s (a busy machine? "
+                            f"emulate(timeout=...) waits longer)", undo=lambda emu: emu.stop())
     # From here the lab owns the emulator: a failing constructor closes the lab, which stops it.
     return Balloon(emu.socket_path, backend="emulated", history=history, timeout=timeout, emulator=emu)
 
@@ -662,10 +670,26 @@ def launch(memory: str | int = "512M", *, history: bool = True, timeout: float =
         from ..live.launcher import LiveVM
     except ImportError as exc:
         raise BalloonError(f"the live launcher is not available in this installation: {exc}") from None
-    props = {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom}
-    options.setdefault("balloon_options", {k: v for k, v in props.items() if v})
+    options["balloon_options"] = _balloon_options(
+        {"free-page-reporting": free_page_reporting, "deflate-on-oom": deflate_on_oom},
+        options.get("balloon_options"))
     vm = LiveVM.start(memory=memory, **options)
     return Balloon(vm.qmp_socket, backend="live", history=history, timeout=timeout, vm=vm)  # owns vm from here
+
+
+def _balloon_options(flags: dict[str, bool], given: Any) -> dict[str, Any]:
+    """``launch()``'s device properties: ``balloon_options`` plus the keyword flags that are on.  A property set
+    both ways is refused rather than one silently winning."""
+    options = dict(given or {})
+    for name, on in flags.items():
+        if not on:
+            continue
+        if name in options and options[name] not in (True, "on"):
+            keyword = name.replace("-", "_")
+            raise LaunchError(f"{keyword}=True and balloon_options={{{name!r}: {options[name]!r}}} disagree; "
+                              f"set {name} one way, in one place")
+        options[name] = True
+    return options
 
 
 __all__ = ["Balloon", "LabUpdate", "VirtioState", "connect", "emulate", "launch"]

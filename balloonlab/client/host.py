@@ -14,12 +14,13 @@ each call there and waits, like :class:`~balloonlab.client.balloon.Balloon` does
 from __future__ import annotations
 
 import difflib
+import functools
 import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, TypeVar
 
 from . import loop as _loop
 from .balloon import Balloon, advance_replaying
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from ..emulator.config import ClockKind, GuestModel, QemuVersion
     from ..emulator.host import EmulatedHost, HostSnapshot, VMReading
     from ..emulator.workloads import RecordedCurve
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,20 @@ def _stop_host(emulated: Any, labs: list[Balloon], timeout: float) -> None:
     for lab in labs:
         lab.close()
     if _loop.in_loop_thread():
-        _loop.get_loop().create_task(emulated.stop())
+        _loop.spawn(emulated.stop(), "balloonlab-host-stop")
         return
     try:
-        _loop.run(emulated.stop(), timeout)
+        _loop.run_to_end(emulated.stop(), timeout)
     except Exception:  # the VMs' own labs already stopped them
         pass
+
+
+def _record_quit(labs: dict[str, Balloon], quit: list[Balloon], name: str) -> None:
+    """EmulatedHost.on_vm_stopped, on the loop: the VM called ``name`` now is the one that quit (a name is
+    re-used only once its VM is gone, emulator/host.py)."""
+    lab = labs.get(name)
+    if lab is not None:
+        quit.append(lab)
 
 
 class Host:
@@ -96,16 +107,17 @@ class Host:
         self._lock = threading.Lock()
         self._closed = False
         self._finalizer = weakref.finalize(self, _stop_host, emulated, [], timeout)
-        self._stopped_by_quit: list[str] = []
-        emulated.on_vm_stopped = self._stopped_by_quit.append
+        #: the labs whose VM a client stopped with QMP ``quit``, oldest first: by identity, for a VM re-added
+        #: under the same name is another VM (bound to the dict and list, not to self: the finalizer must fire)
+        self._quit: list[Balloon] = []
+        emulated.on_vm_stopped = functools.partial(_record_quit, self._labs, self._quit)
 
     # The surface of issue 12 ------------------------------------------------------------------------------------
     @property
     def vms(self) -> list[Balloon]:
         """Every running VM's lab, in the order they were added (``"vm0"``, ``"vm1"``, ...); a VM closed, or
         stopped with QMP ``quit`` (:meth:`stopped_vms`), has left."""
-        gone = set(self._stopped_by_quit)
-        return [lab for lab in self._labs.values() if not lab.closed and lab.name not in gone]
+        return [lab for lab in self._labs.values() if not lab.closed and not any(lab is q for q in self._quit)]
 
     @property
     def names(self) -> list[str]:
@@ -152,21 +164,25 @@ class Host:
         ram = parse_guest_size(memory, "VM memory")
         with self._lock:
             name = name or self._free_name()
-            if name in self._labs and not self._labs[name].closed:
+            previous = self._labs.get(name)
+            if previous is not None and previous in self.vms:
                 raise EmulatorOptionError(f"a VM named {name!r} is already on this host; choose another name")
+            if previous is not None:  # its VM quit or its lab was closed: the name is free, the old lab goes
+                previous.close()
             seed = self._seed * 1000 + len(self._labs)
             config = machine_config(
                 guest=guest or self._guest, ram=ram, clock=self.clock, qemu_version=qemu_version or self._qemu_version,
                 id="balloon0", seed=seed, workload=read_workload(workload),
                 free_page_reporting=self._free_page_reporting if free_page_reporting is None else free_page_reporting,
                 deflate_on_oom=self._deflate_on_oom if deflate_on_oom is None else deflate_on_oom)
-            emu = _loop.run(self._host.add_vm(name, config), self.timeout)
+            emu = self._run(self._host.add_vm(name, config), undo=lambda emu: emu.stop())
             try:
                 lab = Balloon(emu.socket_path, backend="emulated", timeout=self.timeout, emulator=emu, name=name,
                               history=self._history)
             except BaseException:
-                _loop.run(emu.stop(), self.timeout)
+                _loop.run_to_end(emu.stop(), self.timeout)
                 raise
+            lab._host = weakref.ref(self)  # its advance() moves the whole host, one path (Host.advance)
             self._labs[name] = lab
             self._finalizer.detach()
             self._finalizer = weakref.finalize(self, _stop_host, self._host, list(self._labs.values()),
@@ -186,7 +202,7 @@ class Host:
         async def read() -> Any:
             return self._host.snapshot()
 
-        return _usage_of(_loop.run(read(), self.timeout))
+        return _usage_of(self._run(read()))
 
     def observe(self) -> tuple[HostUsage, dict[str, VMReading]]:
         """The host's usage and, per VM name, what a manager reads about it (guest stats as ``qom-get`` answers,
@@ -196,7 +212,7 @@ class Host:
         async def read() -> Any:
             return self._host.observe()
 
-        snap, readings = _loop.run(read(), self.timeout)
+        snap, readings = self._run(read())
         return _usage_of(snap), readings
 
     def step(self, duration: str | float, *, notify: bool = True) -> tuple[HostUsage, dict[str, VMReading]]:
@@ -217,7 +233,7 @@ class Host:
             self._host.advance(seconds)
             return self._host.observe()
 
-        snap, readings = _loop.run(run(), max(self.timeout, 60 + seconds / 360))
+        snap, readings = self._run(run(), max(self.timeout, 60 + seconds / 360))
         return _usage_of(snap), readings
 
     def advance(self, duration: str | float) -> None:
@@ -233,7 +249,7 @@ class Host:
                 self._host.advance(step)
 
             # a day of 100 VMs is seconds of CPU: wait for it rather than time out
-            _loop.run(run(), max(self.timeout, 60 + step / 360))
+            self._run(run(), max(self.timeout, 60 + step / 360))
 
         watched = [lab for lab in self.vms if lab.wants_replay]
         if watched:  # a panel or a history sees every report, as after Balloon.advance
@@ -251,11 +267,11 @@ class Host:
         async def read() -> float:
             return float(self._host.wall_time())
 
-        return _loop.run(read(), self.timeout)
+        return self._run(read())
 
     def stopped_vms(self) -> list[str]:
         """Names of the VMs that stopped by themselves (a QMP ``quit``), oldest first."""
-        return list(self._stopped_by_quit)
+        return [lab.name for lab in self._quit]
 
     def subscribe_vms(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
         """``callback(name, update)`` for every VM's lab updates (see ``Balloon.subscribe``); returns unsubscribe."""
@@ -282,6 +298,14 @@ class Host:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self.vms)} VMs"
         return f"<Host {format_size(self.memory)} {state} clock={self.clock}>"
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None, *,
+             undo: Callable[[T], Awaitable[Any]] | None = None) -> T:
+        """One call on the background loop, as :meth:`Balloon._run <balloonlab.client.balloon.Balloon._run>`: a
+        host that does not answer in time raises BalloonDisconnectedError (``undo``: client/loop.py run)."""
+        timeout = self.timeout if timeout is None else timeout
+        return _loop.run_bounded(coro, timeout, f"the emulated host did not answer within {timeout:g} s (a busy "
+                                 f"machine? emulate_host(timeout=...) waits longer)", undo=undo)
 
     def _check_open(self) -> None:
         if self._closed:

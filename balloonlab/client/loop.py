@@ -20,6 +20,8 @@ import logging
 import threading
 from typing import Any, Awaitable, Callable, Coroutine, TypeVar
 
+from ..tasks import _retrieve, spawn  # spawn: the same task keeper the emulator uses (balloonlab/tasks.py)
+
 log = logging.getLogger("balloonlab")
 log.addHandler(logging.NullHandler())
 
@@ -68,7 +70,8 @@ def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
     return asyncio.run_coroutine_threadsafe(coro, get_loop())
 
 
-def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
+def run(coro: Coroutine[Any, Any, T], timeout: float | None, *,
+        undo: Callable[[T], Awaitable[Any]] | None = None) -> T:
     """Run ``coro`` on the background loop and wait for its result from any other thread.
 
     On timeout the coroutine is cancelled and :class:`TimeoutError` is raised.  Calling this from the loop thread
@@ -78,6 +81,10 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     coroutine's last step, not from a done-callback one loop iteration later, and through a plain lock: every
     synchronous lab call pays this hop, so it is kept as short as the loop allows (docs/benchmarks.md,
     ``thread_handoff_us``).
+
+    ``undo``: for a coroutine that starts something (an emulator, a host's VM) and returns it.  When the caller
+    has given up, what finished anyway (the start was past its last await, or it outlived the cancellation) is
+    handed to ``undo`` on the loop, so nothing started late is left running with nobody to stop it.
     """
     if in_loop_thread():
         coro.close()
@@ -91,14 +98,43 @@ def run(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     try:
         finished = call.done.acquire(timeout=-1 if timeout is None else timeout)
     except BaseException:  # Ctrl-C in the caller: do not leave the work running on the shared loop
-        loop.call_soon_threadsafe(call.cancel)
+        loop.call_soon_threadsafe(call.abandon, undo)
         raise
     if not finished:
-        loop.call_soon_threadsafe(call.cancel)
-        raise TimeoutError(f"no answer within {timeout} s")
+        loop.call_soon_threadsafe(call.abandon, undo)
+        raise _NoAnswer(f"no answer within {timeout} s")
     if call.error is not None:
         raise call.error
     return call.result
+
+
+def run_bounded(coro: Coroutine[Any, Any, T], timeout: float | None, timeout_message: str, *,
+                undo: Callable[[T], Awaitable[Any]] | None = None) -> T:
+    """:func:`run` for balloonlab's own calls: the caller's timeout is raised as
+    :class:`~balloonlab.errors.BalloonDisconnectedError` with ``timeout_message`` (what did not answer, what to
+    do), never as a bare ``TimeoutError``.  ``undo``: as for :func:`run`.
+    """
+    from ..errors import BalloonDisconnectedError
+
+    try:
+        return run(coro, timeout, undo=undo)
+    except _NoAnswer:
+        raise BalloonDisconnectedError(timeout_message) from None
+
+
+def run_to_end(coro: Coroutine[Any, Any, Any], timeout: float | None) -> None:
+    """Work that must finish once begun, whoever waits (stopping what balloonlab started): the caller waits up to
+    ``timeout`` (then TimeoutError), the work is never cancelled and its failure is logged."""
+    future = submit(coro)
+    try:
+        future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.add_done_callback(_retrieve)  # nobody waits for it any more: its failure is logged
+        raise _NoAnswer(f"not finished within {timeout} s; it goes on in the background") from None
+
+
+class _NoAnswer(TimeoutError):
+    """:func:`run`'s own timeout (not a TimeoutError the coroutine raised)."""
 
 
 class _Call:
@@ -128,10 +164,21 @@ class _Call:
         finally:
             self.done.release()
 
-    def cancel(self) -> None:
-        """On the loop, after start() (both are queued in order): the caller gave up; stop the work."""
-        if self.task is not None:
-            self.task.cancel()
+    def abandon(self, undo: Callable[[Any], Awaitable[Any]] | None) -> None:
+        """On the loop, after start() (both are queued in order): the caller gave up; stop the work, and once the
+        task settles, ``undo`` what it returned if it returned at all."""
+        task = self.task
+        if task is None:
+            return
+        task.cancel()
+
+        def settled(done: asyncio.Task) -> None:
+            if done.cancelled():  # before its first step: the coroutine never ran (close it, nothing to undo)
+                self.coro.close()
+            elif self.error is None and undo is not None:
+                spawn(undo(self.result), "balloonlab-undo-late-start")
+
+        task.add_done_callback(settled)
 
 
 def call_soon(fn: Callable[..., Any], *args: Any) -> None:
@@ -139,25 +186,10 @@ def call_soon(fn: Callable[..., Any], *args: Any) -> None:
     get_loop().call_soon_threadsafe(fn, *args)
 
 
-def spawn(awaitable: Awaitable[Any], name: str) -> asyncio.Task:
-    """Create a task on the current (background) loop whose failure is logged, never left unretrieved."""
-    task = asyncio.ensure_future(awaitable)
-    task.set_name(name)
-    task.add_done_callback(_retrieve)
-    return task
-
-
-def _retrieve(task: asyncio.Future) -> None:
-    if task.cancelled():
-        return
-    exc = task.exception()
-    if exc is not None:
-        log.error("balloonlab task %s failed: %r", getattr(task, "get_name", lambda: "?")(), exc, exc_info=exc)
-
-
 def loop_errors() -> list[dict]:
     """Contexts the background loop's exception handler saw (should stay empty; tests check it)."""
     return list(_errors)
 
 
-__all__ = ["get_loop", "in_loop_thread", "submit", "run", "call_soon", "spawn", "loop_errors"]
+__all__ = ["get_loop", "in_loop_thread", "submit", "run", "run_bounded", "run_to_end", "call_soon", "spawn",
+           "loop_errors"]

@@ -28,6 +28,7 @@ import logging
 import socket
 from typing import Any
 
+from ..tasks import spawn
 from ..errors import QMPError
 from .jsonstream import JSONMessageReader, Message, to_json
 
@@ -38,6 +39,8 @@ MAX_UNREAD_OUTPUT = 64 << 20
 #: How long close() waits for a client to take its last bytes (the reply to ``quit``) before cutting it off.
 CLOSE_FLUSH_TIMEOUT = 2.0
 _READ_SIZE = 1 << 16
+#: After a failed accept (out of file descriptors...), wait this long before the next, rather than spin.
+ACCEPT_RETRY_S = 0.1
 
 NEGOTIATION_FIRST = "Expecting capabilities negotiation with 'qmp_capabilities'"
 ALREADY_NEGOTIATED = "Capabilities negotiation is already complete, command ignored"
@@ -93,7 +96,7 @@ class QMPServer:
             # As QEMU: accept the next connection only when the current client has left, from a listen backlog
             # of 1 (QEMU's socket chardev; Linux then queues two connections and refuses further ones).
             sock.listen(1)
-            self._accepting = asyncio.get_running_loop().create_task(self._one_at_a_time(sock))
+            self._accepting = spawn(self._one_at_a_time(sock), "balloonlab-qmp-accept")
         else:
             self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=_READ_SIZE)
 
@@ -101,7 +104,14 @@ class QMPServer:
         loop = asyncio.get_running_loop()
         with sock:
             while not self._closing:
-                conn, _ = await loop.sock_accept(sock)
+                try:
+                    conn, _ = await loop.sock_accept(sock)
+                except OSError as exc:  # EMFILE, ECONNABORTED: that client is lost, the socket still serves
+                    if sock.fileno() == -1:
+                        return
+                    log.warning("QMP socket: accept failed (%s); still accepting", exc)
+                    await asyncio.sleep(ACCEPT_RETRY_S)
+                    continue
                 reader, writer = await asyncio.open_unix_connection(sock=conn, limit=_READ_SIZE)
                 await self._serve(reader, writer)
 

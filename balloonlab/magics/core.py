@@ -82,11 +82,12 @@ class BalloonMagics(Magics):
 
     def start_host(self, factory: Callable[[], HostLike]) -> HostLike:
         """Start a host with ``factory``; it replaces the current host (closed if ours), and its first VM
-        becomes the current lab."""
+        becomes the current lab.  Errors leave without a prefix: :meth:`balloon` adds the one line's
+        ``%balloon SUBCOMMAND:``."""
         try:
             host = factory()
         except (ValueError, TypeError, EmulatorOptionError) as exc:
-            raise UsageError(f"%balloon: {exc}") from None
+            raise UsageError(str(exc)) from None
         self.adopt_host(host)
         self._owned_hosts.append(host)
         return host

@@ -10,6 +10,7 @@ client/pump.py): decisions are recorded, and ``wait()`` or ``%balloon policy sta
 from __future__ import annotations
 
 import numbers
+import logging
 import threading
 import time as _time
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from .base import Policy
 from .score import SCORE_KEYS, Scorer
 from .sources import Source, polling_interval_for, source_for
 from .view import View, VMView
+
+log = logging.getLogger("balloonlab")
 
 if TYPE_CHECKING:
     import ipywidgets
@@ -268,6 +271,9 @@ class LivePolicyRun(PolicyRun):
             pass  # recorded in self.error by the engine
         except BalloonError as exc:  # a VM went away: stop, keep what was recorded
             self.failure = exc
+        except Exception as exc:  # a bug (the policy's or ours): a thread's traceback would land in the running cell
+            log.error("policy run %s stopped: %r", self.label, exc, exc_info=exc)
+            self.failure = exc
 
     @property
     def running(self) -> bool:
@@ -281,7 +287,8 @@ class LivePolicyRun(PolicyRun):
 
     def wait(self, timeout: float | None = None, show: bool = True) -> "LivePolicyRun":
         """Block until the run ends (its duration, :meth:`stop`, or an error), printing each decision as it comes
-        when ``show``; Ctrl-C stops the run.  Raises the PolicyError that stopped it, if any."""
+        when ``show``; Ctrl-C stops the run.  Raises what stopped it, if anything did: the policy's PolicyError,
+        a VM that went away (a BalloonError), or any other error the run's thread met."""
         shown = 0
         deadline = None if timeout is None else _time.monotonic() + timeout
         try:
@@ -296,6 +303,8 @@ class LivePolicyRun(PolicyRun):
             self._show(shown)
         if self.error is not None:
             raise self.error
+        if self.failure is not None:
+            raise self.failure
         return self
 
     def _show(self, shown: int) -> int:

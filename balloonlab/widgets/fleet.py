@@ -28,6 +28,7 @@ from ..units import format_size
 from ._html import SEVERITY_COLOUR, esc, set_if_changed, style_widget
 from .controls import MiB, TargetControl
 from .live import LiveView
+from .panel import RUN_STATE
 from .plot import _Ring
 from .stats_table import DoctorView
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ..client.balloon import Balloon
     from ..client.backend import HostLike
     from ..client.host import HostUsage
+    from ..qapi import RunState
 
 log = logging.getLogger("balloonlab.widgets")
 
@@ -148,6 +150,8 @@ class FleetRow(widgets.HBox):
         self.stats: Any = None
         self.interval: int | None = None
         self.rss: int | None = None
+        #: the VM's run state, from query-status at start and then STOP/RESUME/SHUTDOWN events (as the lab panel)
+        self.run_state: RunState | None = None
         self.children = [self.title, self.numbers, self.sparkline, self.target_control, self.doctor]
 
     def take_stats(self, stats: Any) -> None:
@@ -212,6 +216,7 @@ class FleetPanel(LiveView):
             for name, lab in self.labs.items():
                 row = self.rows[name]
                 row.interval = lab.polling_interval
+                row.run_state = lab.run_state
                 row.target_control.actual = lab.actual
                 row.target_control.binding.show(round((lab.target or lab.actual) / MiB))
                 row.take_stats(lab.stats())
@@ -246,6 +251,8 @@ class FleetPanel(LiveView):
                 actual = (u.event.get("data") or {}).get("actual")
                 if isinstance(actual, int):
                     row.target_control.actual = actual
+            elif u.kind == "event" and u.event is not None and u.event.get("event") in RUN_STATE:
+                row.run_state = RUN_STATE[u.event["event"]][1]
         self._refresh()
 
     def _tick(self) -> None:
@@ -267,10 +274,11 @@ class FleetPanel(LiveView):
         for name, row in self.rows.items():
             row.rss = usage.rss.get(name)
             if row.stats is not None and row.interval is not None:
-                lab = self.labs[name]
-                running = lab.connected
-                row.doctor.show(diagnose(row.stats, row.interval, now=now, running=running,
-                                         run_state="running" if running else "shutdown"))
+                # a closed lab's VM is gone; an open one's is as its last run-state event said (a paused VM's
+                # stats age because QEMU's polling timer stops with the VM clock, which is not "stale")
+                state: RunState | None = row.run_state if self.labs[name].connected else "shutdown"
+                row.doctor.show(diagnose(row.stats, row.interval, now=now, running=state in (None, "running"),
+                                         run_state=state))
             row.render()
 
     def _target_request(self, lab: Balloon) -> Callable[[int], None]:
