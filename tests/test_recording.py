@@ -314,12 +314,15 @@ def test_a_missing_file_or_unknown_name_says_what_is_shipped(tmp_path):
 
 
 @pytest.fixture
-def file_size_limit() -> Iterator[Callable[[int], None]]:
+def file_size_limit() -> Iterator[Callable[[int | None], None]]:
     """``limit(bytes)``: from now on no file of this process may grow past that (RLIMIT_FSIZE): a write beyond it
-    fails as on a full disk (EFBIG; Python ignores SIGXFSZ).  Restored after the test."""
+    fails as on a full disk (EFBIG; Python ignores SIGXFSZ).  ``limit(None)`` lifts it again.
+
+    The limit holds for every file the process writes, pytest's own report too when its output goes to a file (as
+    in CI), so a test lifts it as soon as the recorder has hit it; teardown lifts it in any case."""
     assert signal.getsignal(signal.SIGXFSZ) == signal.SIG_IGN
     before = resource.getrlimit(resource.RLIMIT_FSIZE)
-    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, (size, before[1]))
+    yield lambda size: resource.setrlimit(resource.RLIMIT_FSIZE, before if size is None else (size, before[1]))
     resource.setrlimit(resource.RLIMIT_FSIZE, before)
 
 
@@ -329,7 +332,10 @@ def test_a_recorder_whose_disk_fills_stops_says_so_once_and_the_lab_goes_on(tmp_
         lab.polling_interval = 1
         rec = lab.record(path)
         file_size_limit(path.stat().st_size + 4096)
-        wait_for(lambda: lab.stats() and rec.state == "failed", "the recorder to hit the limit", timeout=30)
+        try:
+            wait_for(lambda: lab.stats() and rec.state == "failed", "the recorder to hit the limit", timeout=30)
+        finally:
+            file_size_limit(None)
         assert rec.error.startswith(f"recording to {path} stopped after ") and "the lab goes on" in rec.error
         assert "File too large" in rec.error
         errors = [r for r in caplog.records if r.name == "balloonlab.recording" and r.levelname == "ERROR"]
