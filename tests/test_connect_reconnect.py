@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -15,8 +15,15 @@ from balloonlab import BalloonDisconnectedError
 from balloonlab.errors import NoBalloonDeviceError
 
 
-def test_connect_waits_for_a_socket_that_appears_within_its_timeout() -> None:
-    path = os.path.join(tempfile.mkdtemp(prefix="balloonlab-late-"), "qmp.sock")
+@pytest.fixture
+def socket_dir() -> Iterator[str]:
+    """A private folder for a socket that does not exist yet (short: unix socket paths are limited), removed after."""
+    with tempfile.TemporaryDirectory(prefix="balloonlab-sock-") as folder:
+        yield folder
+
+
+def test_connect_waits_for_a_socket_that_appears_within_its_timeout(socket_dir: str) -> None:
+    path = os.path.join(socket_dir, "qmp.sock")
     started: dict[str, Any] = {}
     connecting = threading.Event()
 
@@ -37,8 +44,8 @@ def test_connect_waits_for_a_socket_that_appears_within_its_timeout() -> None:
             started["emulator"].close()
 
 
-def test_connect_to_nothing_fails_after_its_timeout_with_the_reason() -> None:
-    path = os.path.join(tempfile.mkdtemp(prefix="balloonlab-none-"), "qmp.sock")
+def test_connect_to_nothing_fails_after_its_timeout_with_the_reason(socket_dir: str) -> None:
+    path = os.path.join(socket_dir, "qmp.sock")
     with pytest.raises(BalloonDisconnectedError) as info:
         balloonlab.connect(path, timeout=0.5)
     assert f"cannot connect to the QMP socket {path}: [Errno 2] No such file or directory" in str(info.value)
